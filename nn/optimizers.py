@@ -1,0 +1,264 @@
+"""First-order optimizers as pure (init, update) pairs over the flat buffer (after optax).
+
+A ``Transform`` maps a gradient to an update: ``state = t.init(params)``,
+``updates, state = t.update(grads, state, params)``, then ``params += updates``. State is a
+small immutable record of arrays; nothing is hidden. Named optimizers are chains of a few
+transforms, the learning rate applied with its sign flipped in one place
+(``scale_by_learning_rate``). Hyperparameter names, defaults and update rules follow
+``torch.optim`` (SPEC §5), so a run can be checked against it step by step. Every
+hyperparameter may be a scalar or an array that broadcasts against the buffer, e.g. shape
+(R, 1) for R stacked replicas with different settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .backend import array_module
+
+Array = Any
+
+
+class Transform(NamedTuple):
+    init: Callable[[Array], Any]
+    update: Callable[[Array, Any, Array], tuple[Array, Any]]
+
+
+class EmptyState(NamedTuple):
+    pass
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Apply transforms in order; the state is the tuple of their states."""
+
+    def init(params: Array) -> tuple:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(g: Array, state: tuple, params: Array) -> tuple[Array, tuple]:
+        new = []
+        for t, s in zip(transforms, state, strict=True):
+            g, s = t.update(g, s, params)
+            new.append(s)
+        return g, tuple(new)
+
+    return Transform(init, update)
+
+
+# --------------------------------------------------------------- learning rate
+class ScheduleState(NamedTuple):
+    count: Array  # updates applied so far (k)
+
+
+def linear_schedule(lr: Any, final_lr: float, steps: int) -> Callable[[Array], Array]:
+    """ε_k = (1 − k/τ)·ε_0 + (k/τ)·ε_τ for k ≤ τ, then ε_τ (Goodfellow et al., §8.3.1)."""
+
+    def at(k: Array) -> Array:
+        xp = array_module(k)
+        frac = xp.minimum(k / steps, 1.0)
+        return (1 - frac) * lr + frac * final_lr
+
+    return at
+
+
+def scale_by_learning_rate(lr: Any, schedule: Callable[[Array], Array] | None = None
+                           ) -> Transform:
+    """u = −ε_k·g: the single place where the sign is flipped."""
+
+    def init(params: Array) -> ScheduleState:
+        xp = array_module(params)
+        return ScheduleState(xp.zeros((), dtype=np.int64))
+
+    def update(g: Array, state: ScheduleState, params: Array) -> tuple[Array, ScheduleState]:
+        rate = lr if schedule is None else schedule(state.count).astype(g.dtype)
+        return -rate * g, ScheduleState(state.count + 1)
+
+    return Transform(init, update)
+
+
+# -------------------------------------------------------------------- momentum
+class TraceState(NamedTuple):
+    buf: Array  # b, the velocity
+    started: Array  # 0 before the first step: torch sets b₁ = g
+
+
+def trace(momentum: Any, nesterov: bool = False) -> Transform:
+    """b = μ·b + g (b₁ = g); returns b, or g + μ·b with ``nesterov`` (torch's Sutskever form)."""
+
+    def init(params: Array) -> TraceState:
+        xp = array_module(params)
+        return TraceState(xp.zeros_like(params), xp.zeros((), dtype=np.int64))
+
+    def update(g: Array, state: TraceState, params: Array) -> tuple[Array, TraceState]:
+        buf = momentum * state.buf + g  # b₀ = 0, so b₁ = g as in torch
+        out = g + momentum * buf if nesterov else buf
+        return out, TraceState(buf, state.started + 1)
+
+    return Transform(init, update)
+
+
+# ------------------------------------------------------------- adaptive scales
+class AdagradState(NamedTuple):
+    sum_sq: Array  # s = Σ g²
+
+
+def scale_by_adagrad(eps: float) -> Transform:
+    """s += g²; g / (√s + eps) (Duchi et al. 2011)."""
+
+    def init(params: Array) -> AdagradState:
+        return AdagradState(array_module(params).zeros_like(params))
+
+    def update(g: Array, state: AdagradState, params: Array) -> tuple[Array, AdagradState]:
+        xp = array_module(g)
+        s = state.sum_sq + g * g
+        return g / (xp.sqrt(s) + eps), AdagradState(s)
+
+
+    return Transform(init, update)
+
+
+class RmsState(NamedTuple):
+    sq: Array  # v = E[g²]
+    mean: Array  # ḡ = E[g] (centered only; zeros otherwise)
+
+
+def scale_by_rms(alpha: Any, eps: float, centered: bool = False) -> Transform:
+    """v = α·v + (1−α)·g²; g / (√v + eps), or g / (√(v − ḡ²) + eps) when centered (Hinton)."""
+
+    def init(params: Array) -> RmsState:
+        xp = array_module(params)
+        return RmsState(xp.zeros_like(params), xp.zeros_like(params))
+
+    def update(g: Array, state: RmsState, params: Array) -> tuple[Array, RmsState]:
+        xp = array_module(g)
+        v = alpha * state.sq + (1 - alpha) * g * g
+        if centered:
+            m = alpha * state.mean + (1 - alpha) * g
+            return g / (xp.sqrt(v - m * m) + eps), RmsState(v, m)
+        return g / (xp.sqrt(v) + eps), RmsState(v, state.mean)
+
+    return Transform(init, update)
+
+
+class AdamState(NamedTuple):
+    count: Array  # t
+    m: Array  # first moment
+    v: Array  # second moment
+    v_max: Array  # max of v so far (amsgrad; zeros otherwise)
+
+
+def scale_by_adam(b1: Any, b2: Any, eps: float, amsgrad: bool = False) -> Transform:
+    """m̂/(√v̂ + eps) with bias-corrected moments (Kingma & Ba 2014); amsgrad uses max v."""
+
+    def init(params: Array) -> AdamState:
+        xp = array_module(params)
+        z = xp.zeros_like(params)
+        return AdamState(xp.zeros((), dtype=np.int64), z, z.copy(), z.copy())
+
+    def update(g: Array, state: AdamState, params: Array) -> tuple[Array, AdamState]:
+        xp = array_module(g)
+        t = state.count + 1
+        m = b1 * state.m + (1 - b1) * g  # m = β₁m + (1−β₁)g
+        v = b2 * state.v + (1 - b2) * g * g  # v = β₂v + (1−β₂)g²
+        v_max = xp.maximum(state.v_max, v) if amsgrad else state.v_max
+        bc1 = 1 - b1**t  # 1 − β₁ᵗ
+        bc2 = 1 - b2**t
+        denom = xp.sqrt((v_max if amsgrad else v) / bc2) + eps
+        return (m / bc1) / denom, AdamState(t, m, v, v_max)
+
+    return Transform(init, update)
+
+
+class AdadeltaState(NamedTuple):
+    sq: Array  # v = E[g²]
+    delta_sq: Array  # u = E[Δ²]
+
+
+def scale_by_adadelta(rho: Any, eps: float) -> Transform:
+    """v = ρv + (1−ρ)g²; d = √(u+eps)/√(v+eps)·g; u = ρu + (1−ρ)d² (Zeiler 2012)."""
+
+    def init(params: Array) -> AdadeltaState:
+        xp = array_module(params)
+        return AdadeltaState(xp.zeros_like(params), xp.zeros_like(params))
+
+    def update(g: Array, state: AdadeltaState, params: Array) -> tuple[Array, AdadeltaState]:
+        xp = array_module(g)
+        v = rho * state.sq + (1 - rho) * g * g
+        d = xp.sqrt(state.delta_sq + eps) / xp.sqrt(v + eps) * g
+        u = rho * state.delta_sq + (1 - rho) * d * d
+        return d, AdadeltaState(v, u)
+
+    return Transform(init, update)
+
+
+# ------------------------------------------------------------ named optimizers
+FIRST_ORDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.01},
+    "momentum": {"lr": 0.01, "momentum": 0.9},
+    "nesterov": {"lr": 0.01, "momentum": 0.9},
+    "adagrad": {"lr": 0.01, "eps": 1e-10},
+    "rmsprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
+    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "amsgrad": False},
+    "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
+}
+
+
+def make_optimizer(name: str, hyper: dict[str, Any], schedule: dict | None = None
+                   ) -> Transform:
+    """Build the named first-order optimizer from its hyperparameters (defaults filled in).
+
+    ``schedule`` is ``None`` or ``{"kind": "linear", "final_lr": ε_τ, "steps": τ}``.
+    """
+    if name not in FIRST_ORDER_DEFAULTS:
+        raise ValueError(f"unknown first-order optimizer {name!r}")
+    h = {**FIRST_ORDER_DEFAULTS[name], **hyper}
+    unknown = set(h) - set(FIRST_ORDER_DEFAULTS[name])
+    if unknown:
+        raise ValueError(f"optimizer {name!r} has no hyperparameter {sorted(unknown)[0]!r}")
+    sched = None
+    if schedule:
+        sched = linear_schedule(h["lr"], schedule["final_lr"], schedule["steps"])
+    lr = scale_by_learning_rate(h["lr"], sched)
+    if name == "sgd":
+        return lr
+    if name in ("momentum", "nesterov"):
+        return chain(trace(h["momentum"], nesterov=name == "nesterov"), lr)
+    if name == "adagrad":
+        return chain(scale_by_adagrad(h["eps"]), lr)
+    if name == "rmsprop":
+        parts = [scale_by_rms(h["alpha"], h["eps"], h["centered"])]
+        if np.any(np.asarray(h["momentum"]) > 0):
+            parts.append(trace(h["momentum"]))
+        return chain(*parts, lr)
+    if name == "adam":
+        return chain(scale_by_adam(h["beta1"], h["beta2"], h["eps"], h["amsgrad"]), lr)
+    return chain(scale_by_adadelta(h["rho"], h["eps"]), lr)  # adadelta
+
+
+# -------------------------------------------------------- state serialization
+def state_to_arrays(state: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a (nested) optimizer state into ``{"0.m": array, ...}`` for checkpoints."""
+    out: dict[str, Any] = {}
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        for f in state._fields:
+            out.update(state_to_arrays(getattr(state, f), f"{prefix}{f}."))
+    elif isinstance(state, tuple):
+        for i, s in enumerate(state):
+            out.update(state_to_arrays(s, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = state
+    return out
+
+
+def state_from_arrays(template: Any, arrays: dict[str, Any], prefix: str = "") -> Any:
+    """Rebuild a state shaped like ``template`` from ``state_to_arrays``' output."""
+    if isinstance(template, tuple) and hasattr(template, "_fields"):
+        return type(template)(*(state_from_arrays(getattr(template, f), arrays,
+                                                  f"{prefix}{f}.") for f in template._fields))
+    if isinstance(template, tuple):
+        return tuple(state_from_arrays(s, arrays, f"{prefix}{i}.")
+                     for i, s in enumerate(template))
+    xp = array_module(template)
+    return xp.asarray(arrays[prefix[:-1]], dtype=template.dtype).reshape(template.shape)
