@@ -1,0 +1,86 @@
+"""The Celery application and the one function that sends a job to the queue (SPEC §8).
+
+JSON only (a pickle payload is refused before it is deserialized), late acknowledgement,
+prefetch of one, rejection on worker loss. The broker is not trusted for exactly-once
+delivery: the job row is the truth and a worker claims it by compare-and-set. The service
+sends tasks by name and never imports the workers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from kombu import Queue
+
+from .settings import get_settings, redact
+
+RUN_TASK = "gradq.run_job"
+QUEUES = ("gpu", "cpu", "auto")  # device: cuda → gpu, cpu → cpu, auto → either worker kind
+MAX_PRIORITY = 9
+
+
+def queue_for(device: str) -> str:
+    return {"cuda": "gpu", "cpu": "cpu"}.get(device, "auto")
+
+
+def make_app(broker_url: str | None = None, lease_s: float | None = None) -> Celery:
+    """A configured Celery app; workers and clients build the same one."""
+    s = get_settings()
+    app = Celery("gradq", broker=broker_url or s.broker_url, set_as_current=False)
+    lease = lease_s if lease_s is not None else s.lease_s
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_queues=[Queue(q, routing_key=q) for q in QUEUES],
+        task_default_queue="auto",
+        task_queue_max_priority=MAX_PRIORITY,
+        task_default_priority=0,
+        broker_transport_options={
+            # Redis redelivers an unacknowledged message after this; the lease sweeper acts
+            # sooner, and the compare-and-set claim makes a second delivery a no-op.
+            "visibility_timeout": max(3600, int(10 * lease)),
+            "priority_steps": list(range(MAX_PRIORITY + 1)),
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+            "retry_on_timeout": True,
+        },
+        broker_pool_limit=4,
+    )
+    return app
+
+
+@lru_cache(maxsize=4)
+def _client_app(broker_url: str) -> Celery:
+    return make_app(broker_url)
+
+
+def send_job(job_id: str, queue: str, priority: int = 0, broker_url: str | None = None) -> None:
+    """Publish one run message for ``job_id``; raises ServiceUnavailable if the broker is down."""
+    from .db import ServiceUnavailable
+
+    url = broker_url or get_settings().broker_url
+    app = _client_app(url)
+    try:
+        app.send_task(RUN_TASK, args=[job_id], queue=queue, routing_key=queue,
+                      priority=max(0, min(MAX_PRIORITY, int(priority))),
+                      retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                                "interval_step": 0.5, "interval_max": 1.0})
+    except Exception as exc:  # kombu raises OperationalError and friends
+        raise ServiceUnavailable(
+            f"broker {redact(url)} is unreachable ({redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}): "
+            "start Redis (redis-server) or set GRADQ_BROKER_URL") from exc

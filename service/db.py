@@ -1,0 +1,180 @@
+"""Engines, sessions and the schema's version (one session helper, after Optuna's storage).
+
+Public storage functions elsewhere are one ``with session_scope()`` block each. A fresh
+SQLite database is migrated on first use; any other database whose schema is behind says
+so and names the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .settings import get_settings, redact
+
+_engines: dict[str, Engine] = {}
+_checked: set[str] = set()
+_lock = threading.Lock()
+
+
+class ServiceUnavailable(RuntimeError):
+    """A database or broker cannot be reached (CLI exit code 3)."""
+
+
+class SchemaError(RuntimeError):
+    """The database schema is not the one this version of gradq needs."""
+
+
+def _migrations_dir() -> Path:
+    import gradq.migrations  # the installed package's copy, wherever it lives
+
+    return Path(gradq.migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the single writer
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process-wide engine for ``url`` (default: GRADQ_DATABASE_URL)."""
+    url = url or get_settings().database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                path = url.split("///", 1)[-1]
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(url, connect_args={"timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (after a fork, a connection must not be shared)."""
+    with _lock:
+        for e in _engines.values():
+            e.dispose(close=False)
+        _engines.clear()
+        _checked.clear()
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> str:
+    """``alembic upgrade``; returns the revision the database is at afterwards."""
+    engine = get_engine(url)
+    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except OperationalError as exc:
+        raise unavailable(engine.url, exc) from exc
+    _checked.discard(str(engine.url))
+    return current_revision(engine) or "base"
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> str:
+    """``alembic downgrade``; returns the revision afterwards (``base`` when empty)."""
+    engine = get_engine(url)
+    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+    _checked.discard(str(engine.url))
+    return current_revision(engine) or "base"
+
+
+def unavailable(url: sa.URL | str, exc: BaseException) -> ServiceUnavailable:
+    shown = url.render_as_string(hide_password=True) if isinstance(url, sa.URL) else redact(url)
+    reason = redact(str(getattr(exc, "orig", exc)).strip().splitlines()[0]) if str(exc) else ""
+    hint = ("start PostgreSQL, or unset GRADQ_DATABASE_URL to use SQLite"
+            if not shown.startswith("sqlite") else "check the path and its permissions")
+    return ServiceUnavailable(f"database {shown} is unreachable ({reason}): {hint}")
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Check the schema once per process: migrate SQLite; elsewhere demand `gradq db upgrade`."""
+    key = str(engine.url)
+    if key in _checked:
+        return
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        raise unavailable(engine.url, exc) from exc
+    head = head_revision()
+    if current != head:
+        if engine.dialect.name == "sqlite":
+            upgrade(key)
+        elif current is None:
+            raise SchemaError(
+                f"database {engine.url.render_as_string(hide_password=True)} has no gradq "
+                "schema: run `gradq db upgrade`")
+        else:
+            raise SchemaError(
+                f"database schema is at revision {current}, this gradq needs {head}: "
+                "run `gradq db upgrade`")
+    _checked.add(key)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error."""
+    engine = get_engine(url)
+    ensure_schema(engine)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        if _is_connection_error(exc):
+            raise unavailable(engine.url, exc) from exc
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _is_connection_error(exc: OperationalError) -> bool:
+    return bool(getattr(exc, "connection_invalidated", False)) or any(
+        s in str(exc).lower() for s in ("connection", "could not connect", "server closed",
+                                        "terminating", "unable to open database"))

@@ -1,0 +1,468 @@
+"""The job lifecycle in SQL: create, claim, lease, fenced writes, finish, cancel, retry, sweep.
+
+The job row is the truth (SPEC §8). A worker claims a queued job by compare-and-set, which
+bumps the job's fencing token; every later write by that worker runs in a transaction that
+first renews the lease with ``UPDATE jobs … WHERE id = :id AND lease_token = :token AND
+status = 'running'``. If that touches no row, the lease was lost (swept, cancelled and
+finished, or claimed again) and the write is refused with ``LeaseLost``. On PostgreSQL the
+UPDATE also locks the row until the transaction ends, so a sweeper cannot hand the job over
+in the middle of a write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .db import session_scope
+from .models import (
+    FINISHED,
+    Artifact,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobStatus,
+    Metric,
+    Result,
+    utcnow,
+)
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the job: its writes are refused."""
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidTransition(RuntimeError):
+    """The job is not in a state that allows the requested change."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on a running job; ``token`` fences its writes."""
+
+    job_id: str
+    token: int
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create: a normalised spec and where its children, if any, come from."""
+
+    spec: dict[str, Any]
+    kind: str
+    name: str | None
+    seed: int
+    optimizer: dict[str, Any]
+    queue: str
+    children: Sequence[NewJob] = ()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+# ------------------------------------------------------------------ creation
+def store_dataset(session: Session, digest: str, data: bytes, source: str) -> None:
+    """Store dataset bytes under their content hash (once)."""
+    if session.get(Dataset, digest) is None:
+        session.add(Dataset(hash=digest, format="npz", source=source[:512], n_bytes=len(data),
+                            data=data))
+        session.flush()
+
+
+def create_jobs(job: NewJob, *, dataset: tuple[str, bytes, str] | None, priority: int,
+                max_attempts: int, url: str | None = None) -> list[str]:
+    """Store a job (and its children) in one transaction; return the ids that run.
+
+    A train job returns ``[id]``; a comparison returns ``[parent, child, …]`` and only the
+    children are run by workers.
+    """
+    ids: list[str] = []
+    with session_scope(url) as s:
+        digest = None
+        if dataset is not None:
+            digest = dataset[0]
+            store_dataset(s, *dataset)
+
+        def add(j: NewJob, parent: str | None) -> str:
+            jid = new_id()
+            s.add(Job(id=jid, kind=j.kind, name=j.name, status=JobStatus.QUEUED,
+                      parent_id=parent, spec=_dumps(j.spec), dataset_hash=digest, seed=j.seed,
+                      optimizer=_dumps(j.optimizer), queue=j.queue, priority=priority,
+                      attempts=0, max_attempts=max_attempts, lease_token=0,
+                      cancel_requested=False, progress="{}"))
+            s.flush()
+            ids.append(jid)
+            for c in j.children:
+                add(c, jid)
+            return jid
+
+        add(job, None)
+    return ids
+
+
+def mark_enqueued(job_ids: Iterable[str], url: str | None = None) -> None:
+    ids = list(job_ids)
+    if not ids:
+        return
+    with session_scope(url) as s:
+        s.execute(sa.update(Job).where(Job.id.in_(ids)).values(enqueued_at=utcnow()))
+
+
+def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, str, int]]:
+    """(id, queue, priority) of the given jobs that a worker should run (no parents)."""
+    with session_scope(url) as s:
+        rows = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.kind)
+                         .where(Job.id.in_(list(job_ids)))).all()
+    return [(r.id, r.queue, r.priority) for r in rows if r.kind != "compare"]
+
+
+def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:
+    """Remove jobs that were never enqueued (a submit that could not reach the broker)."""
+    with session_scope(url) as s:
+        s.execute(sa.delete(Job).where(Job.parent_id.in_(list(job_ids))))
+        s.execute(sa.delete(Job).where(Job.id.in_(list(job_ids))))
+
+
+# ------------------------------------------------------------------- leases
+def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
+    """queued → running by compare-and-set; None if another worker won or it is not queued."""
+    with session_scope(url) as s:
+        now = utcnow()
+        res = s.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
+                   Job.cancel_requested.is_(False))
+            .values(status=JobStatus.RUNNING, lease_token=Job.lease_token + 1, worker=worker,
+                    heartbeat_at=now, attempts=Job.attempts + 1,
+                    started_at=sa.func.coalesce(Job.started_at, now))
+            .execution_options(synchronize_session=False))
+        if res.rowcount != 1:
+            return None
+        job = s.get(Job, job_id)
+        if job.parent_id:
+            s.execute(sa.update(Job).where(Job.id == job.parent_id,
+                                           Job.status == JobStatus.QUEUED)
+                      .values(status=JobStatus.RUNNING, started_at=now)
+                      .execution_options(synchronize_session=False))
+        return Lease(job_id, job.lease_token, worker, job.attempts)
+
+
+def fence(session: Session, lease: Lease) -> bool:
+    """Renew the lease inside ``session``'s transaction; return whether cancel was requested.
+
+    Raises ``LeaseLost`` if the job is no longer running under this token.
+    """
+    res = session.execute(
+        sa.update(Job)
+        .where(Job.id == lease.job_id, Job.lease_token == lease.token,
+               Job.status == JobStatus.RUNNING)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer held")
+    return bool(session.execute(sa.select(Job.cancel_requested)
+                                .where(Job.id == lease.job_id)).scalar())
+
+
+def renew(lease: Lease, url: str | None = None) -> bool:
+    """Heartbeat; returns whether cancellation was requested. Raises ``LeaseLost``."""
+    with session_scope(url) as s:
+        return fence(s, lease)
+
+
+def set_device(lease: Lease, device: str, url: str | None = None) -> None:
+    with session_scope(url) as s:
+        fence(s, lease)
+        s.execute(sa.update(Job).where(Job.id == lease.job_id).values(device=device)
+                  .execution_options(synchronize_session=False))
+
+
+# ------------------------------------------------------------ fenced writes
+def _metric_rows(job_id: str, rows: Iterable[tuple[str, int, float, float, float]]
+                 ) -> list[dict[str, Any]]:
+    out = []
+    for name, step, epoch, time_s, value in rows:
+        v = float(value)
+        special = None
+        if math.isnan(v):
+            special, v = "nan", None
+        elif math.isinf(v):
+            special, v = ("inf" if v > 0 else "-inf"), None
+        out.append({"job_id": job_id, "name": name, "step": int(step), "epoch": float(epoch),
+                    "time_s": float(time_s), "value": v, "special": special})
+    return out
+
+
+def insert_metrics(session: Session, job_id: str,
+                   rows: Iterable[tuple[str, int, float, float, float]]) -> None:
+    """Insert metric points, ignoring (job, name, step) already stored (a resumed job)."""
+    values = _metric_rows(job_id, rows)
+    if not values:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(Metric).on_conflict_do_nothing(index_elements=["job_id", "name", "step"])
+    session.execute(stmt, values)
+
+
+def log(lease: Lease, rows: Sequence[tuple[str, int, float, float, float]],
+        progress: dict[str, Any], url: str | None = None) -> bool:
+    """One log interval in one transaction: metric points and progress. Returns cancel flag."""
+    with session_scope(url) as s:
+        cancel = fence(s, lease)
+        insert_metrics(s, lease.job_id, rows)
+        s.execute(sa.update(Job).where(Job.id == lease.job_id)
+                  .values(progress=_dumps(progress)).execution_options(synchronize_session=False))
+        return cancel
+
+
+def save_checkpoint(lease: Lease, epoch: int, step: int, data: bytes, keep: int = 1,
+                    url: str | None = None) -> None:
+    """Store a checkpoint and drop all but the newest ``keep``."""
+    with session_scope(url) as s:
+        fence(s, lease)
+        s.execute(sa.delete(Checkpoint).where(Checkpoint.job_id == lease.job_id,
+                                              Checkpoint.step == step))
+        s.add(Checkpoint(job_id=lease.job_id, epoch=epoch, step=step, data=data))
+        s.flush()
+        old = s.execute(sa.select(Checkpoint.id).where(Checkpoint.job_id == lease.job_id)
+                        .order_by(Checkpoint.step.desc()).offset(keep)).scalars().all()
+        if old:
+            s.execute(sa.delete(Checkpoint).where(Checkpoint.id.in_(old)))
+
+
+def latest_checkpoint(job_id: str, url: str | None = None) -> tuple[int, int, bytes] | None:
+    """(epoch, step, data) of the newest checkpoint, or None."""
+    with session_scope(url) as s:
+        row = s.execute(sa.select(Checkpoint.epoch, Checkpoint.step, Checkpoint.data)
+                        .where(Checkpoint.job_id == job_id)
+                        .order_by(Checkpoint.step.desc()).limit(1)).first()
+        return (row.epoch, row.step, row.data) if row else None
+
+
+def save_artifact(lease: Lease, name: str, data: bytes, url: str | None = None) -> None:
+    with session_scope(url) as s:
+        fence(s, lease)
+        s.execute(sa.delete(Artifact).where(Artifact.job_id == lease.job_id,
+                                            Artifact.name == name))
+        s.add(Artifact(job_id=lease.job_id, name=name, data=data))
+
+
+def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = None,
+           artifacts: dict[str, bytes] | None = None, error: str | None = None,
+           traceback: str | None = None, metrics: Sequence[tuple] = (),
+           progress: dict[str, Any] | None = None, url: str | None = None) -> None:
+    """End a running job in one fenced transaction: last metrics, result, artifacts, status."""
+    with session_scope(url) as s:
+        fence(s, lease)
+        insert_metrics(s, lease.job_id, metrics)
+        if result is not None:
+            s.execute(sa.delete(Result).where(Result.job_id == lease.job_id))
+            s.add(Result(job_id=lease.job_id, final=_dumps(result["final"]),
+                         timing=_dumps(result["timing"]), params=int(result["params"]),
+                         extra=_dumps(result.get("extra", {}))))
+        for name, data in (artifacts or {}).items():
+            s.execute(sa.delete(Artifact).where(Artifact.job_id == lease.job_id,
+                                                Artifact.name == name))
+            s.add(Artifact(job_id=lease.job_id, name=name, data=data))
+        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error,
+                                  "traceback": traceback}
+        if progress is not None:
+            values["progress"] = _dumps(progress)
+        s.execute(sa.update(Job).where(Job.id == lease.job_id).values(**values)
+                  .execution_options(synchronize_session=False))
+        s.flush()
+        _settle_parent(s, lease.job_id)
+
+
+def release(lease: Lease, error: str, traceback: str | None = None,
+            url: str | None = None) -> JobStatus:
+    """Give a job back after a transient error: queued again, or failed if out of attempts."""
+    with session_scope(url) as s:
+        fence(s, lease)
+        job = s.get(Job, lease.job_id)
+        status = JobStatus.FAILED if job.attempts >= job.max_attempts else JobStatus.QUEUED
+        values: dict[str, Any] = {"status": status, "error": error, "traceback": traceback,
+                                  "worker": None}
+        if status is JobStatus.FAILED:
+            values["finished_at"] = utcnow()
+            values["error"] = f"{error} (gave up after {job.attempts} attempts)"
+        s.execute(sa.update(Job).where(Job.id == lease.job_id).values(**values)
+                  .execution_options(synchronize_session=False))
+        s.flush()
+        if status is JobStatus.FAILED:
+            _settle_parent(s, lease.job_id)
+        return status
+
+
+def _settle_parent(s: Session, job_id: str) -> None:
+    """Finish a comparison when its last child has finished (determined in SQL)."""
+    parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
+    if parent_id is None:
+        return
+    # lock the parent row so that two children finishing at once serialize here
+    parent = s.execute(sa.select(Job).where(Job.id == parent_id).with_for_update()).scalar_one()
+    if JobStatus(parent.status) in FINISHED:
+        return
+    counts = dict(s.execute(sa.select(Job.status, sa.func.count())
+                            .where(Job.parent_id == parent_id).group_by(Job.status)).all())
+    counts = {JobStatus(k): v for k, v in counts.items()}
+    if any(st not in FINISHED for st in counts):
+        return
+    if parent.cancel_requested:
+        status = JobStatus.CANCELLED
+    elif counts.get(JobStatus.SUCCEEDED):
+        status = JobStatus.SUCCEEDED
+    else:
+        status = JobStatus.FAILED
+    error = None
+    bad = {k.value: v for k, v in counts.items() if k is not JobStatus.SUCCEEDED}
+    if bad:
+        error = "children not succeeded: " + ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
+    s.execute(sa.update(Job).where(Job.id == parent_id)
+              .values(status=status, finished_at=utcnow(), error=error)
+              .execution_options(synchronize_session=False))
+
+
+# ------------------------------------------------------------ user actions
+def cancel(job_id: str, url: str | None = None) -> list[str]:
+    """Cancel a job (and a comparison's children): queued ones at once, running ones at
+    their next log interval. Returns the ids affected."""
+    with session_scope(url) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if JobStatus(job.status) in FINISHED:
+            raise InvalidTransition(f"job {job_id} is already {JobStatus(job.status).value}")
+        ids = [job_id, *s.execute(sa.select(Job.id).where(Job.parent_id == job_id)).scalars()]
+        now = utcnow()
+        s.execute(sa.update(Job).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
+                  .values(status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True,
+                          error="cancelled by the user")
+                  .execution_options(synchronize_session=False))
+        s.execute(sa.update(Job).where(Job.id.in_(ids), Job.status == JobStatus.RUNNING)
+                  .values(cancel_requested=True).execution_options(synchronize_session=False))
+        s.flush()
+        if job.parent_id:
+            _settle_parent(s, job_id)
+        if job.kind == "compare":
+            child = s.execute(sa.select(Job.id).where(Job.parent_id == job_id).limit(1)).scalar()
+            if child:
+                _settle_parent(s, child)
+        return ids
+
+
+def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
+    """Queue a failed, diverged or cancelled job again (a comparison: its unfinished
+    children). Returns (id, queue, priority) to publish."""
+    again = (JobStatus.FAILED, JobStatus.DIVERGED, JobStatus.CANCELLED)
+    with session_scope(url) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if JobStatus(job.status) not in again:
+            raise InvalidTransition(
+                f"job {job_id} is {JobStatus(job.status).value}; only failed, diverged or "
+                "cancelled jobs can be retried")
+        if job.kind == "compare":
+            ids = list(s.execute(sa.select(Job.id).where(Job.parent_id == job_id,
+                                                         Job.status.in_(again))).scalars())
+        else:
+            ids = [job_id]
+        reset = {"status": JobStatus.QUEUED, "attempts": 0, "error": None, "traceback": None,
+                 "cancel_requested": False, "finished_at": None, "worker": None,
+                 "enqueued_at": utcnow()}
+        s.execute(sa.update(Job).where(Job.id.in_(ids)).values(**reset)
+                  .execution_options(synchronize_session=False))
+        if job.kind == "compare" or job.parent_id:
+            pid = job_id if job.kind == "compare" else job.parent_id
+            s.execute(sa.update(Job).where(Job.id == pid)
+                      .values(status=JobStatus.RUNNING, finished_at=None, error=None,
+                              cancel_requested=False)
+                      .execution_options(synchronize_session=False))
+        rows = s.execute(sa.select(Job.id, Job.queue, Job.priority).where(Job.id.in_(ids))).all()
+        return [(r.id, r.queue, r.priority) for r in rows]
+
+
+# ------------------------------------------------------------------ sweeper
+def sweep(lease_s: float, republish_after_s: float | None = None, url: str | None = None
+          ) -> list[tuple[str, str, int]]:
+    """Hand over jobs whose lease lapsed and find queued jobs whose message may be lost.
+
+    A running job not renewed for ``lease_s`` goes back to ``queued`` (its token is bumped
+    so the old holder can write nothing), or to ``failed`` when its attempts are used up.
+    Returns (id, queue, priority) of every job to publish again; a duplicate message is
+    harmless, since only one claim can win.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=lease_s)
+    republish = now - timedelta(seconds=republish_after_s if republish_after_s is not None
+                                else 2 * lease_s)
+    out: list[tuple[str, str, int]] = []
+    with session_scope(url) as s:
+        lapsed = s.execute(sa.select(Job.id, Job.attempts, Job.max_attempts, Job.worker)
+                           .where(Job.status == JobStatus.RUNNING, Job.kind != "compare",
+                                  Job.heartbeat_at < stale)).all()
+        for r in lapsed:
+            gave_up = r.attempts >= r.max_attempts
+            values: dict[str, Any] = {
+                "lease_token": Job.lease_token + 1, "worker": None,
+                "error": f"worker {r.worker} lost its lease (no heartbeat for {lease_s:g} s)"}
+            if gave_up:
+                values.update(status=JobStatus.FAILED, finished_at=now,
+                              error=f"worker lost {r.attempts} times; gave up after "
+                                    f"{r.attempts} attempts")
+            else:
+                values.update(status=JobStatus.QUEUED, enqueued_at=now)
+            res = s.execute(sa.update(Job)
+                            .where(Job.id == r.id, Job.status == JobStatus.RUNNING,
+                                   Job.heartbeat_at < stale)
+                            .values(**values).execution_options(synchronize_session=False))
+            if res.rowcount and gave_up:
+                s.flush()
+                _settle_parent(s, r.id)
+            elif res.rowcount:
+                out.append(r.id)
+        lost = s.execute(sa.select(Job.id).where(
+            Job.status == JobStatus.QUEUED, Job.kind != "compare",
+            Job.cancel_requested.is_(False),
+            sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))).scalars().all()
+        out.extend(lost)
+        if out:
+            s.execute(sa.update(Job).where(Job.id.in_(out)).values(enqueued_at=now)
+                      .execution_options(synchronize_session=False))
+            rows = s.execute(sa.select(Job.id, Job.queue, Job.priority)
+                             .where(Job.id.in_(out))).all()
+            return [(r.id, r.queue, r.priority) for r in rows]
+    return []
+
+
+def to_utc(dt: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes: they are UTC."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -1,0 +1,65 @@
+"""Settings from the environment (SPEC §2), and the one function that hides URL passwords."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything gradq reads from the environment, resolved once."""
+
+    home: Path
+    database_url: str
+    broker_url: str
+    device: str
+    lease_s: float
+    max_attempts: int
+    max_spec_bytes: int
+    max_dataset_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("GRADQ_HOME", "~/.gradq")).expanduser()
+        device = os.environ.get("GRADQ_DEVICE", "auto")
+        if device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"GRADQ_DEVICE: {device!r} is not one of auto, cuda, cpu")
+        return cls(
+            home=home,
+            database_url=os.environ.get("GRADQ_DATABASE_URL") or f"sqlite:///{home / 'gradq.db'}",
+            broker_url=os.environ.get("GRADQ_BROKER_URL", "redis://localhost:6379/0"),
+            device=device,
+            lease_s=_number("GRADQ_LEASE_S", 60.0, float, 0.5),
+            max_attempts=_number("GRADQ_MAX_ATTEMPTS", 3, int, 1),
+            max_spec_bytes=_number("GRADQ_MAX_SPEC_BYTES", 1 << 20, int, 1),
+            max_dataset_bytes=_number("GRADQ_MAX_DATASET_BYTES", 256 << 20, int, 1),
+        )
+
+
+def _number(name: str, default: float, kind: type, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a {kind.__name__}") from None
+    if value < minimum:
+        raise ValueError(f"{name}: {raw} is below the minimum {minimum}")
+    return value
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; not cached, so tests can change it)."""
+    return Settings.from_env()
+
+
+_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
+
+
+def redact(text: str) -> str:
+    """Replace the password of every URL in ``text`` by ``***``."""
+    return _PASSWORD.sub(lambda m: f"{m.group('head')}***@", text)
