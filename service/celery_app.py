@@ -69,18 +69,36 @@ def _client_app(broker_url: str) -> Celery:
     return make_app(broker_url)
 
 
-def send_job(job_id: str, queue: str, priority: int = 0, broker_url: str | None = None) -> None:
-    """Publish one run message for ``job_id``; raises ServiceUnavailable if the broker is down."""
+def _broker_error(url: str, exc: BaseException):
     from .db import ServiceUnavailable
 
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ServiceUnavailable(f"broker {redact(url)} is unreachable ({redact(reason)}): "
+                              "start Redis (redis-server) or set GRADQ_BROKER_URL")
+
+
+def ping_broker(broker_url: str | None = None) -> None:
+    """Raise ServiceUnavailable unless the broker answers (checked before storing a job)."""
+    url = broker_url or get_settings().broker_url
+    try:
+        with _client_app(url).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0.2, timeout=5)
+    except Exception as exc:
+        raise _broker_error(url, exc) from exc
+
+
+def send_job(job_id: str, queue: str, priority: int = 0, broker_url: str | None = None) -> None:
+    """Publish one run message for ``job_id``; raises ServiceUnavailable if the broker is down.
+
+    ``priority`` is the user's 0–9, higher runs sooner; Celery's Redis transport pops the
+    lowest number first, hence the flip.
+    """
     url = broker_url or get_settings().broker_url
     app = _client_app(url)
     try:
         app.send_task(RUN_TASK, args=[job_id], queue=queue, routing_key=queue,
-                      priority=max(0, min(MAX_PRIORITY, int(priority))),
+                      priority=MAX_PRIORITY - max(0, min(MAX_PRIORITY, int(priority))),
                       retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
                                                 "interval_step": 0.5, "interval_max": 1.0})
     except Exception as exc:  # kombu raises OperationalError and friends
-        raise ServiceUnavailable(
-            f"broker {redact(url)} is unreachable ({redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}): "
-            "start Redis (redis-server) or set GRADQ_BROKER_URL") from exc
+        raise _broker_error(url, exc) from exc

@@ -1,0 +1,48 @@
+"""A job's data on the worker: from the package (built-ins) or the database, never a path.
+
+Datasets stored by content hash are cached on disk under ``GRADQ_HOME/cache``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gradq.nn.datasets import Dataset, content_hash, load_builtin, parse_bytes
+from gradq.nn.preprocess import Splits, prepare
+from gradq.service.datasets import fetch_dataset_bytes
+from gradq.service.settings import get_settings
+
+
+def load_dataset(spec: dict[str, Any], dataset_hash: str | None) -> Dataset:
+    """The dataset of a job: a built-in by name, or stored bytes by hash."""
+    task = spec["data"]["task"]
+    if dataset_hash is None:
+        ds = load_builtin(spec["data"]["dataset"])
+        if task not in ("auto", ds.task):
+            raise ValueError(f"data.task: {spec['data']['dataset']} is a {ds.task} dataset")
+        return ds
+    cache = get_settings().home / "cache" / f"{dataset_hash}.npz"
+    data: bytes | None = None
+    if cache.exists():
+        data = cache.read_bytes()
+        if content_hash(data) != dataset_hash:
+            data = None  # a damaged cache entry: fetch it again
+    if data is None:
+        data = fetch_dataset_bytes(dataset_hash)
+        _write_atomic(cache, data)
+    return parse_bytes(data, "npz", name=f"dataset {dataset_hash[:12]}", task=task)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{id(data)}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def prepare_splits(spec: dict[str, Any], ds: Dataset, fold: tuple[int, int] | None = None
+                   ) -> Splits:
+    d = spec["data"]
+    return prepare(ds.X, ds.y, ds.task, validation=d["validation"], test=d["test"],
+                   seed=spec["seed"], standardize=d["standardize"], pca=d["pca"], fold=fold)

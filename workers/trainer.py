@@ -1,0 +1,345 @@
+"""The training loop: one job's spec and data in, curves, checkpoints and a result out.
+
+The loop knows nothing of the database: it reports through ``Hooks`` (the runner connects
+them to fenced writes). Per SPEC §9 nothing synchronises host and device inside the step
+loop: minibatch losses accumulate on the device, and metrics are read once per log
+interval. Minibatch order and dropout masks are derived from (seed, epoch), so a job resumed
+from a checkpoint at an epoch boundary continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+from gradq.nn import optimizers as first_order
+from gradq.nn.backend import to_numpy
+from gradq.nn.network import Architecture, Network, initial_parameters, marginal_output_bias
+from gradq.nn.preprocess import Splits
+from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
+
+MetricRow = tuple[str, int, float, float, float]  # name, step, epoch, time_s, value
+
+
+class Hooks(Protocol):
+    """Where the loop reports; every call may raise to stop it (e.g. a lost lease)."""
+
+    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
+        """Store one log interval; return True when cancellation was requested."""
+
+    def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
+        """Store a checkpoint."""
+
+
+class NullHooks:
+    """Hooks that store nothing (library use and tests)."""
+
+    def __init__(self) -> None:
+        self.rows: list[MetricRow] = []
+        self.checkpoints: list[tuple[int, int, bytes]] = []
+
+    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
+        self.rows.extend(rows)
+        return False
+
+    def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
+        self.checkpoints.append((epoch, step, data))
+
+
+@dataclass
+class Outcome:
+    """How a run ended, and what it leaves behind."""
+
+    status: str  # succeeded | diverged | failed | cancelled
+    final: dict[str, Any]
+    params: int
+    arrays: dict[str, np.ndarray]
+    initial: dict[str, np.ndarray]
+    run_s: float
+    samples: int
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    last_rows: list[MetricRow] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at step {step}")
+        self.step = step
+
+
+def architecture(spec: dict[str, Any], data: Splits) -> Architecture:
+    """The network a spec asks for, its output resolved against the task."""
+    m = spec["model"]
+    output = m["output"]
+    if output == "auto":
+        if data.task == "regression":
+            output = "linear"
+        else:
+            output = "sigmoid" if data.n_classes == 2 else "softmax"
+    n_out = _n_out(output, data)
+    hidden = tuple(m["hidden"])
+    acts = m["activation"]
+    if isinstance(acts, str):
+        acts = [acts] * len(hidden)
+    return Architecture(data.n_features, hidden, n_out, tuple(acts), output,
+                        batch_norm=bool(m["batch_norm"]) and bool(hidden),
+                        dropout_input=float(m["dropout"]["input"]),
+                        dropout_hidden=float(m["dropout"]["hidden"]))
+
+
+def _n_out(output: str, data: Splits) -> int:
+    if output == "softmax":
+        if data.task != "classification":
+            raise ValueError("model.output: softmax needs a classification task")
+        return int(data.n_classes)
+    if output == "sigmoid":
+        if data.task != "classification" or data.n_classes != 2:
+            raise ValueError("model.output: sigmoid needs a binary classification task")
+        return 1
+    if data.task == "classification":
+        raise ValueError("model.output: linear needs a regression task")
+    return 1 if data.y_train.ndim == 1 else int(data.y_train.shape[1])
+
+
+def targets(output: str, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Labels as the loss wants them: int classes (softmax), (n,1) floats (sigmoid, linear)."""
+    if output == "softmax":
+        return y.astype(np.int64)
+    y = y.astype(dtype)
+    return y.reshape(len(y), -1)
+
+
+class Trainer:
+    """Trains one network described by a normalised spec on prepared data."""
+
+    def __init__(self, spec: dict[str, Any], data: Splits, xp: ModuleType,
+                 hooks: Hooks | None = None) -> None:
+        self.spec = spec
+        self.data = data
+        self.xp = xp
+        self.hooks = hooks or NullHooks()
+        self.arch = architecture(spec, data)
+        self.dtype = np.dtype(spec["dtype"])
+        self.net = Network(self.arch, dtype=spec["dtype"], xp=xp)
+        reg = spec["regularization"]
+        self.l2, self.l1 = float(reg["l2"]), float(reg["l1"])
+        self.clip = reg["clip_grad_norm"]
+        out = self.arch.output
+        self.sets: dict[str, tuple[Any, Any]] = {}
+        for part in ("train", "val", "test"):
+            X = getattr(data, f"X_{part}")
+            if len(X):
+                self.sets[part] = (xp.asarray(X, dtype=self.dtype),
+                                   xp.asarray(targets(out, getattr(data, f"y_{part}"),
+                                                      self.dtype)))
+        self.n_train = len(data.X_train)
+        bs = spec["training"]["batch_size"]
+        self.batch = self.n_train if bs == "full" else min(int(bs), self.n_train)
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch)
+
+    # ------------------------------------------------------------- helpers
+    def initial_params(self) -> np.ndarray:
+        m = self.spec["model"]
+        rng = np.random.default_rng([self.spec["seed"], 104729])
+        ob: Any = "zeros"
+        if m["output_bias"] == "marginal":
+            ob = marginal_output_bias(self.arch.output, self.data.y_train, self.arch.n_out)
+        batch = None
+        if m["init"] == "lsuv":
+            take = min(len(self.data.X_train), max(self.batch, 256))
+            batch = self.data.X_train[rng.permutation(len(self.data.X_train))[:take]]
+        flat = initial_parameters(self.arch, rng, init=m["init"], bias_init=m["bias_init"],
+                                  output_bias=ob, lsuv_batch=batch)
+        return flat
+
+    def objective_and_grad(self, X: Any, y: Any, *, train: bool = True, rng: Any = None,
+                           update_running: bool = False) -> Any:
+        """Data loss on (X, y); ``net.grads`` holds ∇(data loss + penalty)."""
+        loss = self.net.loss_and_grad(X, y, train=train, rng=rng,
+                                      update_running=update_running)
+        add_penalty_gradient(self.net.grads, self.net.params, self.net.n_weights, self.l2,
+                             self.l1)
+        return loss
+
+    def evaluate(self) -> dict[str, Any]:
+        """Loss (and accuracy) on every part, as device scalars (no transfer here)."""
+        xp = self.xp
+        out: dict[str, Any] = {}
+        for part, (X, y) in self.sets.items():
+            z, _ = self.net.forward(X, train=False)
+            out[f"{part}_loss"] = self.net.output.forward(z, y)
+            if self.data.task == "classification":
+                if self.arch.output == "softmax":
+                    pred = z.argmax(axis=-1)
+                    out[f"{part}_accuracy"] = (pred == y).mean()
+                else:
+                    out[f"{part}_accuracy"] = ((z[:, 0] > 0) == (y[:, 0] > 0.5)).mean()
+        del xp
+        return out
+
+    # ----------------------------------------------------------------- run
+    def run(self, resume: bytes | None = None) -> Outcome:
+        """Train until epochs, max_steps, early stopping, cancellation or divergence."""
+        spec, xp, net = self.spec, self.xp, self.net
+        tr = spec["training"]
+        opt_spec = dict(spec["optimizer"])
+        name = opt_spec.pop("name")
+        schedule = opt_spec.pop("schedule", None)
+        transform = first_order.make_optimizer(name, opt_spec, schedule)
+        initial = self.initial_params()
+        net.set_flat(initial)
+        initial_arrays = net.arrays()
+        state = transform.init(net.params)
+        epoch, step, elapsed = 0, 0, 0.0
+        es = spec["regularization"]["early_stopping"]
+        best = {"value": math.inf, "epoch": 0, "params": None, "running": None, "bad": 0}
+        if resume is not None:
+            epoch, step, elapsed, state = self._restore(resume, state, best)
+        log_every = tr["log_every"]
+        epochs = int(tr["epochs"])
+        max_steps = tr["max_steps"]
+        total_steps = epochs * self.steps_per_epoch
+        if max_steps is not None:
+            total_steps = min(total_steps, int(max_steps))
+        X, y = self.sets["train"]
+        t0 = time.perf_counter() - elapsed
+        time_limit = tr["time_limit_s"]
+        samples = 0
+        status, error = "succeeded", None
+        last_rows: list[MetricRow] = []
+        progress: dict[str, Any] = {}
+
+        def log_point() -> bool:
+            nonlocal last_rows, progress
+            metrics = self.evaluate()
+            names = list(metrics)
+            values = to_numpy(xp.stack([xp.asarray(metrics[k], dtype=xp.float64)
+                                        for k in names]))  # the one transfer per interval
+            now = time.perf_counter() - t0
+            ep = step / self.steps_per_epoch
+            rows = [(k, step, ep, now, float(v)) for k, v in zip(names, values, strict=True)]
+            last_rows = rows
+            progress = {"epoch": epoch, "epochs": epochs, "step": step, "steps": total_steps,
+                        **{k: float(v) for k, v in zip(names, values, strict=True)}}
+            train_loss = progress["train_loss"]
+            if not math.isfinite(train_loss):
+                raise Diverged(step, train_loss)
+            return self.hooks.log(rows, progress)
+
+        try:
+            if step == 0 and log_point():
+                status = "cancelled"
+            while status == "succeeded" and epoch < epochs and step < total_steps:
+                order = np.random.default_rng([spec["seed"], epoch, 15485863]).permutation(
+                    self.n_train) if self.batch < self.n_train else None
+                drop_rng = (xp.random.RandomState(
+                    (spec["seed"] * 1_000_003 + epoch) % (2**32))
+                    if self.arch.dropout_input or self.arch.dropout_hidden else None)
+                idx_dev = xp.asarray(order) if order is not None else None
+                for b in range(self.steps_per_epoch):
+                    if step >= total_steps:
+                        break
+                    if idx_dev is None:
+                        Xb, yb = X, y
+                    else:
+                        idx = idx_dev[b * self.batch:(b + 1) * self.batch]
+                        Xb, yb = X[idx], y[idx]
+                    self.objective_and_grad(Xb, yb, rng=drop_rng, update_running=True)
+                    if self.clip is not None:
+                        clip_by_global_norm(net.grads, float(self.clip))
+                    updates, state = transform.update(net.grads, state, net.params)
+                    net.params += updates
+                    step += 1
+                    samples += int(Xb.shape[0])
+                    if isinstance(log_every, int) and step % log_every == 0:
+                        if log_point():
+                            status = "cancelled"
+                            break
+                        if time_limit and time.perf_counter() - t0 > time_limit:
+                            break
+                if status != "succeeded":
+                    break
+                epoch += 1
+                at_epoch_end = step % self.steps_per_epoch == 0 or step >= total_steps
+                if log_every == "epoch" and at_epoch_end and log_point():
+                    status = "cancelled"
+                    break
+                if es is not None and self._early_stop(es, epoch, best):
+                    break
+                if time_limit and time.perf_counter() - t0 > time_limit:
+                    status = "failed"
+                    error = f"training.time_limit_s: stopped after {time_limit:g} s"
+                    break
+                if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs:
+                    self.hooks.checkpoint(epoch, step, self._snapshot(
+                        epoch, step, time.perf_counter() - t0, state, best))
+        except Diverged as exc:
+            status, error = "diverged", str(exc)
+        run_s = time.perf_counter() - t0
+        if status == "succeeded" and es is not None and best["params"] is not None:
+            net.params[...] = best["params"]
+            net.running[...] = best["running"]
+        final = {k: v for k, v in (progress or {}).items()
+                 if k.endswith("_loss") or k.endswith("_accuracy")}
+        if status == "succeeded" and es is not None and best["params"] is not None:
+            final.update({k: float(v) for k, v in zip(
+                self.evaluate().keys(),
+                to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64)
+                                   for v in self.evaluate().values()])), strict=True)})
+        final.update({"epochs": epoch, "steps": step,
+                      "best_epoch": best["epoch"] if es is not None else epoch})
+        return Outcome(status=status, final=final, params=net.size, arrays=net.arrays(),
+                       initial=initial_arrays, run_s=run_s, samples=samples, error=error,
+                       last_rows=last_rows, progress=progress)
+
+    def _early_stop(self, es: dict[str, Any], epoch: int, best: dict[str, Any]) -> bool:
+        metric = es["metric"]
+        metrics = self.evaluate()
+        if metric not in metrics:
+            raise ValueError(f"regularization.early_stopping.metric: {metric} is not "
+                             "measured (is data.validation 0?)")
+        value = float(to_numpy(metrics[metric]))
+        if metric.endswith("accuracy"):
+            value = -value
+        if value < best["value"] - float(es.get("min_delta", 0.0)):
+            best.update(value=value, epoch=epoch, params=self.net.params.copy(),
+                        running=self.net.running.copy(), bad=0)
+            return False
+        best["bad"] += 1
+        return best["bad"] >= int(es["patience"])
+
+    # --------------------------------------------------------- checkpoints
+    def _snapshot(self, epoch: int, step: int, elapsed: float, state: Any,
+                  best: dict[str, Any]) -> bytes:
+        arrays = {"params": to_numpy(self.net.params), "running": to_numpy(self.net.running),
+                  "meta": np.array([epoch, step, elapsed, best["value"], best["epoch"],
+                                    best["bad"]], dtype=np.float64)}
+        if best["params"] is not None:
+            arrays["best_params"] = to_numpy(best["params"])
+            arrays["best_running"] = to_numpy(best["running"])
+        for k, v in first_order.state_to_arrays(state).items():
+            arrays[f"opt.{k}"] = to_numpy(v)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    def _restore(self, data: bytes, state: Any, best: dict[str, Any]
+                 ) -> tuple[int, int, float, Any]:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        self.net.set_flat(arrays["params"], arrays["running"])
+        epoch, step, elapsed, bvalue, bepoch, bad = arrays["meta"]
+        best.update(value=float(bvalue), epoch=int(bepoch), bad=int(bad))
+        if "best_params" in arrays:
+            best["params"] = self.xp.asarray(arrays["best_params"], dtype=self.dtype)
+            best["running"] = self.xp.asarray(arrays["best_running"], dtype=self.dtype)
+        opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+        state = first_order.state_from_arrays(state, opt)
+        return int(epoch), int(step), float(elapsed), state
