@@ -91,7 +91,8 @@ def store_dataset(session: Session, digest: str, data: bytes, source: str) -> No
 
 
 def create_jobs(job: NewJob, *, dataset: tuple[str, bytes, str] | None, priority: int,
-                max_attempts: int, url: str | None = None) -> list[str]:
+                max_attempts: int, dataset_hash: str | None = None,
+                url: str | None = None) -> list[str]:
     """Store a job (and its children) in one transaction; return the ids that run.
 
     A train job returns ``[id]``; a comparison returns ``[parent, child, …]`` and only the
@@ -99,7 +100,7 @@ def create_jobs(job: NewJob, *, dataset: tuple[str, bytes, str] | None, priority
     """
     ids: list[str] = []
     with session_scope(url) as s:
-        digest = None
+        digest = dataset_hash
         if dataset is not None:
             digest = dataset[0]
             store_dataset(s, *dataset)

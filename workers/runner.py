@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -59,8 +60,10 @@ class Heartbeat(threading.Thread):
 class DbHooks:
     """Trainer hooks that write through the lease, retrying transient database errors."""
 
-    def __init__(self, lease: Lease, heartbeat: Heartbeat, lease_s: float) -> None:
+    def __init__(self, lease: Lease, heartbeat: Heartbeat, lease_s: float,
+                 observer: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.lease = lease
+        self.observer = observer
         self.heartbeat = heartbeat
         self.deadline = 4 * lease_s
 
@@ -69,6 +72,8 @@ class DbHooks:
             raise LeaseLost(f"job {self.lease.job_id}: lease lost")
         cancel = with_retries(lambda: jobs.log(self.lease, rows, progress),
                               deadline_s=self.deadline, what="writing metrics")
+        if self.observer is not None:
+            self.observer(progress)
         return cancel or self.heartbeat.cancel.is_set()
 
     def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
@@ -82,8 +87,12 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def execute(job_id: str, worker: str | None = None, device: str | None = None) -> str | None:
-    """Run ``job_id`` if it can be claimed; return its final status, or None if not ours."""
+def execute(job_id: str, worker: str | None = None, device: str | None = None,
+            observer: Callable[[dict[str, Any]], None] | None = None) -> str | None:
+    """Run ``job_id`` if it can be claimed; return its final status, or None if not ours.
+
+    ``observer`` sees each log interval's progress (``gradq run`` draws it).
+    """
     settings = get_settings()
     worker = worker or default_worker_name()
     lease = jobs.claim(job_id, worker)
@@ -93,7 +102,7 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None) -
     hb = Heartbeat(lease, settings.lease_s)
     hb.start()
     try:
-        return _run_claimed(lease, hb, device or settings.device, settings.lease_s)
+        return _run_claimed(lease, hb, device or settings.device, settings.lease_s, observer)
     except LeaseLost:
         log.warning("job %s: lease lost; abandoning it", job_id)
         return None
@@ -101,7 +110,8 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None) -
         hb.stop.set()
 
 
-def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float) -> str:
+def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
+                 observer: Callable[[dict[str, Any]], None] | None) -> str:
     job = _load_job(lease.job_id)
     spec = json.loads(job.spec)
     try:
@@ -110,7 +120,7 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float) 
         ds = load_dataset(spec, job.dataset_hash)
         fold = tuple(spec["_fold"]) if spec.get("_fold") else None
         data = prepare_splits(spec, ds, fold)
-        trainer = Trainer(spec, data, xp, DbHooks(lease, hb, lease_s))
+        trainer = Trainer(spec, data, xp, DbHooks(lease, hb, lease_s, observer))
         resume = jobs.latest_checkpoint(lease.job_id)
         if resume is not None:
             log.info("job %s resumes from epoch %d (step %d)", lease.job_id, resume[0],

@@ -1,0 +1,490 @@
+"""The ``gradq`` command: parse, call one service function, print (SPEC §3).
+
+Exit codes: 0 success; 1 the job failed or diverged (``run``); 2 bad usage or an invalid
+spec, with one line naming the key; 3 a service unreachable, with its URL (password hidden)
+and what to start.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from gradq.service import datasets as datasets_service
+from gradq.service import db, jobs, queries
+from gradq.service import submit as submit_service
+from gradq.service.db import SchemaError, ServiceUnavailable
+from gradq.service.jobs import InvalidTransition, JobNotFound
+from gradq.service.settings import get_settings, redact
+from gradq.service.spec import SpecError
+
+from .output import Progress, emit_json, fmt, pairs, table
+
+EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE = 1, 2, 3
+STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {redact(message)}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the service's exceptions into one line on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except (JobNotFound, queries.AmbiguousJob, InvalidTransition, LookupError,
+                ValueError) as exc:
+            _fail(str(exc).strip("'\""), EXIT_USAGE)
+        except (ServiceUnavailable, SchemaError) as exc:
+            _fail(str(exc), EXIT_SERVICE)
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print exactly one JSON document on standard output.")
+set_option = click.option("--set", "sets", multiple=True, metavar="K=V",
+                          help="Override one spec key (dotted path, YAML value).")
+job_argument = click.argument("job", metavar="JOB")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gradq")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the service does.")
+def main(verbose: bool) -> None:
+    """gradq: train classic networks and compare optimizers as queued GPU jobs."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------- run/submit
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@json_option
+@handle_errors
+def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
+    """Validate and run SPEC in this process (no broker); store it like a worker would."""
+    from gradq.workers.runner import execute
+
+    prepared = submit_service.prepare(spec, sets)
+    ids = submit_service.create(prepared)
+    todo = jobs.runnable(ids)
+    progress = Progress()
+    host = socket.gethostname()
+    if not as_json:
+        click.echo(f"job {ids[0]}", err=True)
+    for i, (job_id, _, _) in enumerate(todo):
+        if len(todo) > 1:
+            progress.label(f"[{i + 1}/{len(todo)}] {job_id}")
+        execute(job_id, worker=f"{host}-local", observer=progress)
+    progress.done()
+    doc = queries.result(ids[0])
+    if doc["kind"] == "compare":
+        _print_compare(ids[0], as_json)
+    elif as_json:
+        emit_json(doc)
+    else:
+        _print_result(doc)
+    if doc["status"] in ("failed", "diverged"):
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option("--priority", type=click.IntRange(0, 9), default=0, show_default=True,
+              help="0–9; higher runs sooner.")
+@json_option
+@handle_errors
+def submit(spec: Path, sets: tuple[str, ...], priority: int, as_json: bool) -> None:
+    """Validate, store and enqueue SPEC; print the job id."""
+    ids = submit_service.submit(spec, sets, priority=priority)
+    doc: dict[str, Any] = {"id": ids[0], "status": "queued"}
+    if len(ids) > 1:
+        doc["children"] = ids[1:]
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(ids[0])
+        if len(ids) > 1:
+            click.echo(f"{len(ids) - 1} child jobs queued", err=True)
+
+
+# -------------------------------------------------------------------- worker
+@main.command()
+@click.option("--gpus", default=None, metavar="0,1,...|all",
+              help="One worker process per GPU, pinned with CUDA_VISIBLE_DEVICES.")
+@click.option("--cpu", is_flag=True, help="Start a NumPy (CPU) worker.")
+@click.option("--queues", default=None, metavar="Q1,Q2",
+              help="Queues to consume (default: gpu,auto for GPU workers; cpu,auto for CPU).")
+@click.option("--concurrency", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes of the CPU worker (BLAS threads are split between them).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@handle_errors
+def worker(gpus: str | None, cpu: bool, queues: str | None, concurrency: int,
+           loglevel: str) -> None:
+    """Start a worker pool (and its lease sweeper) until interrupted."""
+    from gradq.service.celery_app import ping_broker
+    from gradq.workers.pool import plan, run_pool
+
+    gpu_ids = _gpu_ids(gpus) if gpus else []
+    if not gpu_ids and not cpu:
+        gpu_ids = _gpu_ids("all", required=False)
+        cpu = not gpu_ids
+    ping_broker()
+    db.ensure_schema(db.get_engine())
+    qs = tuple(q for q in queues.split(",") if q) if queues else None
+    members = plan(gpu_ids, cpu, qs, concurrency)
+    s = get_settings()
+    click.echo(f"gradq worker: {', '.join(m.name for m in members)}; broker "
+               f"{redact(s.broker_url)}; database {redact(s.database_url)}", err=True)
+    sys.exit(run_pool(members, loglevel))
+
+
+def _gpu_ids(spec: str, required: bool = True) -> list[int]:
+    if spec != "all":
+        try:
+            return [int(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: use a list like 0,1 or 'all'",
+                                     param_hint="--gpus") from None
+    # counted in a child process: this supervisor never initialises CUDA itself
+    probe = "import cupy; print(cupy.cuda.runtime.getDeviceCount())"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=60)
+        n = int(out.stdout.strip()) if out.returncode == 0 else 0
+    except (subprocess.TimeoutExpired, ValueError):
+        n = 0
+    if n == 0 and required:
+        raise click.BadParameter("no CUDA GPU is usable here (is CuPy installed?); "
+                                 "use --cpu", param_hint="--gpus")
+    return list(range(n))
+
+
+# ---------------------------------------------------------------- read side
+@main.command("ls")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--kind", type=click.Choice(("train", "compare")), default=None)
+@click.option("--parent", default=None, metavar="JOB", help="Only the children of JOB.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@json_option
+@handle_errors
+def ls(status: str | None, kind: str | None, parent: str | None, limit: int,
+       as_json: bool) -> None:
+    """List jobs, newest first."""
+    rows = queries.list_jobs(status, kind, limit, parent)
+    if as_json:
+        emit_json(rows)
+        return
+    table([(r["id"], r["kind"], r["status"], r["name"], (r["parent"] or "")[:8],
+            r["created_at"]) for r in rows],
+          ("id", "kind", "status", "name", "parent", "created"))
+
+
+@main.command()
+@job_argument
+@click.option("--watch", is_flag=True, help="Redraw until the job ends.")
+@click.option("--interval", type=float, default=1.0, show_default=True)
+@json_option
+@handle_errors
+def status(job: str, watch: bool, interval: float, as_json: bool) -> None:
+    """State, progress, device and worker of JOB."""
+    import time
+
+    while True:
+        doc = queries.status(job)
+        if as_json and not watch:
+            emit_json(doc)
+            return
+        if not as_json:
+            _print_status(doc)
+        if not watch or doc["status"] not in ("queued", "running"):
+            if as_json:
+                emit_json(doc)
+            return
+        time.sleep(interval)
+        if not as_json:
+            click.echo("")
+
+
+@main.command()
+@job_argument
+@json_option
+@handle_errors
+def results(job: str, as_json: bool) -> None:
+    """Final metrics, timings, device and parameter count of JOB."""
+    doc = queries.result(job)
+    if as_json:
+        emit_json(doc)
+    elif doc["kind"] == "compare":
+        _print_compare(doc["id"], False)
+    else:
+        _print_result(doc)
+
+
+@main.command()
+@click.argument("jobs_", nargs=-1, required=True, metavar="JOB...")
+@click.option("--metric", "metrics", multiple=True, help="Only this metric (repeatable).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@handle_errors
+def curves(jobs_: tuple[str, ...], metrics: tuple[str, ...], csv_path: Path | None,
+           png_path: Path | None, as_json: bool) -> None:
+    """Learning curves of one or more jobs (several are overlaid in the PNG)."""
+    docs = [queries.curves(j, metrics) for j in jobs_]
+    for d, j in zip(docs, jobs_, strict=True):
+        if metrics and not d["metrics"]:
+            raise LookupError(f"job {j} has no metric named {', '.join(metrics)}")
+    if csv_path:
+        _write_csv(docs, csv_path)
+    if png_path:
+        from gradq.service.plots import plot_curves
+
+        plot_curves(docs, png_path)
+    if as_json:
+        emit_json(docs[0] if len(docs) == 1 else {"jobs": docs})
+        return
+    if csv_path or png_path:
+        for p in (csv_path, png_path):
+            if p:
+                click.echo(f"wrote {p}", err=True)
+        return
+    for d in docs:
+        rows = []
+        for name, m in sorted(d["metrics"].items()):
+            for step, epoch, value in zip(m["step"], m["epoch"], m["value"], strict=True):
+                rows.append((d["id"][:8], name, step, epoch, value))
+        table(rows, ("job", "metric", "step", "epoch", "value"))
+
+
+def _write_csv(docs: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["job", "metric", "step", "epoch", "time_s", "value"])
+        for d in docs:
+            for name, m in sorted(d["metrics"].items()):
+                for row in zip(m["step"], m["epoch"], m["time_s"], m["value"], strict=True):
+                    w.writerow([d["id"], name, *row])
+
+
+@main.command()
+@job_argument
+@click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the plots: FILE gets the learning curves, FILE-final.png the "
+                   "final metric per arm (and FILE-grid.png for a grid).")
+@json_option
+@handle_errors
+def report(job: str, png_path: Path | None, as_json: bool) -> None:
+    """A comparison's statistics: which optimizer is better, with 95% intervals."""
+    _print_compare(queries.resolve_id(job), as_json, png_path)
+
+
+@main.command()
+@job_argument
+@handle_errors
+def cancel(job: str) -> None:
+    """Stop a queued or running job (a comparison: all its children)."""
+    ids = jobs.cancel(queries.resolve_id(job))
+    click.echo(f"cancel requested for {len(ids)} job(s)", err=True)
+
+
+@main.command()
+@job_argument
+@json_option
+@handle_errors
+def retry(job: str, as_json: bool) -> None:
+    """Run a failed, diverged or cancelled job again."""
+    from gradq.service.celery_app import ping_broker, send_job
+
+    ping_broker()
+    todo = jobs.retry(queries.resolve_id(job))
+    for job_id, queue, prio in todo:
+        send_job(job_id, queue, prio)
+    jobs.mark_enqueued([t[0] for t in todo])
+    if as_json:
+        emit_json({"id": queries.resolve_id(job), "status": "queued",
+                   "requeued": [t[0] for t in todo]})
+    else:
+        click.echo(f"requeued {len(todo)} job(s)", err=True)
+
+
+@main.command()
+@job_argument
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@handle_errors
+def export(job: str, out: Path) -> None:
+    """Write JOB's trained parameters to an .npz (W0, b0, W1, b1, … in layer order)."""
+    data = queries.artifact(job, "model")
+    out.write_bytes(data)
+    import numpy as np
+
+    with np.load(io.BytesIO(data)) as z:
+        names = ", ".join(z.files)
+    click.echo(f"wrote {out} ({names})", err=True)
+
+
+# ------------------------------------------------------------------ datasets
+@main.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+@handle_errors
+def datasets(ctx: click.Context, as_json: bool) -> None:
+    """List built-in and registered datasets."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = datasets_service.listing()
+    if as_json:
+        emit_json(rows)
+        return
+    table([(r["name"], r["kind"], r.get("description") or r.get("source")) for r in rows],
+          ("name", "kind", "description"))
+
+
+@datasets.command("add")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@handle_errors
+def datasets_add(name: str, file: Path, as_json: bool) -> None:
+    """Register FILE (.npz with X, y; or .csv, last column y) under NAME."""
+    from gradq.nn.datasets import DatasetError
+
+    try:
+        doc = datasets_service.add(name, file, get_settings().max_dataset_bytes)
+    except DatasetError as exc:
+        raise SpecError("", str(exc)) from None
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"registered {name}: {doc['samples']} samples, {doc['features']} "
+                   f"features, {doc['task']} ({doc['hash'][:12]})")
+
+
+# ------------------------------------------------------------------------ db
+@main.group("db")
+def db_group() -> None:
+    """Database schema migrations."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@handle_errors
+def db_upgrade(revision: str) -> None:
+    """Apply migrations (alembic upgrade)."""
+    rev = db.upgrade(revision=revision)
+    click.echo(f"database {redact(get_settings().database_url)} is at revision {rev}")
+
+
+@db_group.command("downgrade")
+@click.option("--revision", default="base", show_default=True)
+@handle_errors
+def db_downgrade(revision: str) -> None:
+    """Revert migrations (alembic downgrade); ``base`` drops every gradq table."""
+    rev = db.downgrade(revision=revision)
+    click.echo(f"database {redact(get_settings().database_url)} is at revision {rev}")
+
+
+@db_group.command("current")
+@handle_errors
+def db_current() -> None:
+    """Show the schema revision and the one this gradq needs."""
+    try:
+        rev = db.current_revision(db.get_engine())
+    except Exception as exc:
+        raise db.unavailable(get_settings().database_url, exc) from exc
+    click.echo(f"current {rev or 'base'}, head {db.head_revision()}")
+
+
+# ---------------------------------------------------------------- printing
+def _print_result(doc: dict[str, Any]) -> None:
+    items: list[tuple[str, Any]] = [
+        ("id", doc["id"]), ("status", doc["status"]), ("name", doc["name"]),
+        ("optimizer", doc["optimizer"]), ("device", doc["device"]), ("worker", doc["worker"]),
+        ("attempts", doc["attempts"]), ("params", doc["params"])]
+    for k, v in (doc.get("final") or {}).items():
+        items.append((k, v))
+    for k, v in (doc.get("timing") or {}).items():
+        items.append((k, v))
+    if doc.get("error"):
+        items.append(("error", doc["error"]))
+    pairs(items)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    p = doc.get("progress") or {}
+    items: list[tuple[str, Any]] = [("id", doc["id"]), ("kind", doc["kind"]),
+                                    ("status", doc["status"]), ("device", doc["device"]),
+                                    ("worker", doc["worker"]), ("attempts", doc["attempts"])]
+    if "children" in p:
+        items.append(("children", ", ".join(f"{v} {k}" for k, v in p["children"].items() if v)
+                      or "none"))
+    elif p:
+        items.append(("progress", f"epoch {p.get('epoch')}/{p.get('epochs')}, step "
+                                  f"{p.get('step')}/{p.get('steps')}"))
+        for k in ("train_loss", "val_loss", "val_accuracy"):
+            if k in p:
+                items.append((k, p[k]))
+    if doc.get("error"):
+        items.append(("error", doc["error"]))
+    pairs(items)
+    if doc.get("traceback") and doc["status"] == "failed":
+        click.echo(doc["traceback"].rstrip())
+
+
+def _print_compare(job_id: str, as_json: bool, png: Path | None = None) -> None:
+    from gradq.service.report import build_report
+
+    rep = build_report(job_id)
+    if png:
+        from gradq.service.plots import plot_report
+
+        written = plot_report(rep, png)
+        if not as_json:
+            for p in written:
+                click.echo(f"wrote {p}", err=True)
+    if as_json:
+        emit_json(rep)
+        return
+    if rep.get("partial"):
+        click.echo(f"partial: {rep['partial']}", err=True)
+    click.echo(f"metric {rep['metric']} ({'lower' if rep['lower_is_better'] else 'higher'} "
+               "is better)")
+    table([(a["optimizer"], a["n"], a["mean"], a["std"], a["se"],
+            f"[{fmt(a['ci95'][0])}, {fmt(a['ci95'][1])}]" if a["ci95"] else "-",
+            a.get("excluded") or "")
+           for a in rep["arms"]], ("arm", "n", "mean", "std", "se", "ci95", "excluded"))
+    better = rep.get("better") or []
+    click.echo("better: " + ("; ".join(f"{a} > {b}" for a, b in better) if better
+                             else "no arm's interval is wholly better than another's"))
+    for p in rep.get("paired") or []:
+        if p.get("significant"):
+            click.echo(f"paired: {p['a']} − {p['b']} = {fmt(p['mean'])} "
+                       f"[{fmt(p['ci95'][0])}, {fmt(p['ci95'][1])}]")
+    if rep.get("notes"):
+        for n in rep["notes"]:
+            click.echo(f"note: {n}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+

@@ -1,0 +1,72 @@
+"""PNG plots with matplotlib (Agg: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(docs: list[dict[str, Any]], path: Path) -> Path:
+    """One panel per metric, one line per job (several jobs are overlaid)."""
+    names = sorted({m for d in docs for m in d["metrics"]})
+    if not names:
+        raise LookupError("no learning curves to plot")
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.6 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        for d in docs:
+            m = d["metrics"].get(name)
+            if m:
+                ax.plot(m["step"], m["value"], label=d["id"][:8])
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        if len(docs) > 1:
+            ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_report(rep: dict[str, Any], path: Path) -> list[Path]:
+    """Learning curves per arm (mean over seeds with a 95% band) and the final metric per
+    arm with its interval. Returns the files written."""
+    from .report import mean_curves
+
+    path = Path(path)
+    written = []
+    curves = mean_curves(rep["id"], rep["metric"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (steps, mean, half) in curves.items():
+        ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(rep["metric"])
+    ax.set_title("mean over seeds, 95% band")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    arms = [a for a in rep["arms"] if a["mean"] is not None]
+    final = path.with_name(path.stem + "-final" + path.suffix)
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(arms))))
+    for i, a in enumerate(arms):
+        lo, hi = a["ci95"] if a["ci95"] else (a["mean"], a["mean"])
+        ax.errorbar(a["mean"], i, xerr=[[a["mean"] - lo], [hi - a["mean"]]], fmt="o",
+                    capsize=4)
+    ax.set_yticks(range(len(arms)), [a["optimizer"] for a in arms])
+    ax.set_xlabel(f"{rep['metric']} (mean, 95% interval)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(final, dpi=110)
+    plt.close(fig)
+    written.append(final)
+    return written

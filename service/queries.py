@@ -1,0 +1,172 @@
+"""Read-side queries for the CLI: job listings, status and result documents (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import sqlalchemy as sa
+
+from .db import session_scope
+from .jobs import JobNotFound, to_utc
+from .models import Artifact, Job, JobStatus, Metric, Result
+
+
+class AmbiguousJob(LookupError):
+    pass
+
+
+def resolve(s: sa.orm.Session, job_id: str) -> Job:
+    """A job by full id or by a unique prefix of at least 4 characters (like git)."""
+    job = s.get(Job, job_id)
+    if job is not None:
+        return job
+    if len(job_id) >= 4 and all(c in "0123456789abcdef" for c in job_id.lower()):
+        rows = s.execute(sa.select(Job).where(Job.id.like(job_id.lower() + "%")).limit(2)
+                         ).scalars().all()
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise AmbiguousJob(f"job id prefix {job_id!r} matches several jobs")
+    raise JobNotFound(job_id)
+
+
+def resolve_id(job_id: str, url: str | None = None) -> str:
+    with session_scope(url) as s:
+        return resolve(s, job_id).id
+
+
+def _iso(dt: Any) -> str | None:
+    dt = to_utc(dt)
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def list_jobs(status: str | None = None, kind: str | None = None, limit: int = 50,
+              parent: str | None = None, url: str | None = None) -> list[dict[str, Any]]:
+    """Newest first: ``{id, kind, status, name, parent, created_at}``."""
+    with session_scope(url) as s:
+        q = sa.select(Job.id, Job.kind, Job.status, Job.name, Job.parent_id, Job.created_at)
+        if status:
+            q = q.where(Job.status == JobStatus(status))
+        if kind:
+            q = q.where(Job.kind == kind)
+        if parent:
+            q = q.where(Job.parent_id == resolve(s, parent).id)
+        rows = s.execute(q.order_by(Job.created_at.desc(), Job.id).limit(limit)).all()
+    return [{"id": r.id, "kind": r.kind, "status": JobStatus(r.status).value, "name": r.name,
+             "parent": r.parent_id, "created_at": _iso(r.created_at)} for r in rows]
+
+
+def _document(s: sa.orm.Session, job: Job) -> dict[str, Any]:
+    res = s.get(Result, job.id)
+    spec = json.loads(job.spec)
+    return {
+        "id": job.id, "kind": job.kind, "status": JobStatus(job.status).value,
+        "name": job.name, "parent": job.parent_id, "seed": job.seed,
+        "optimizer": _optimizer_summary(json.loads(job.optimizer)),
+        "arm": spec.get("_arm"),
+        "device": job.device, "worker": job.worker, "attempts": job.attempts,
+        "params": res.params if res else None,
+        "final": json.loads(res.final) if res else None,
+        "timing": json.loads(res.timing) if res else _timing_so_far(job),
+        "extra": json.loads(res.extra) if res and res.extra not in (None, "{}") else None,
+        "error": job.error,
+        "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def _optimizer_summary(opt: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opt.items() if v is not None}
+
+
+def _timing_so_far(job: Job) -> dict[str, Any] | None:
+    created, started = to_utc(job.created_at), to_utc(job.started_at)
+    if started is None:
+        return None
+    return {"queued_s": round((started - created).total_seconds(), 6), "run_s": None,
+            "samples_per_s": None}
+
+
+def result(job_id: str, url: str | None = None) -> dict[str, Any]:
+    """The SPEC §6 result document."""
+    with session_scope(url) as s:
+        doc = _document(s, resolve(s, job_id))
+    if doc["extra"] is None:
+        doc.pop("extra")
+    if doc["arm"] is None:
+        doc.pop("arm")
+    return doc
+
+
+def status(job_id: str, url: str | None = None) -> dict[str, Any]:
+    """The result document plus ``progress`` (a comparison: children counted by status)."""
+    with session_scope(url) as s:
+        job = resolve(s, job_id)
+        doc = _document(s, job)
+        if doc["extra"] is None:
+            doc.pop("extra")
+        progress = json.loads(job.progress or "{}")
+        if job.kind == "compare":
+            counts = dict(s.execute(sa.select(Job.status, sa.func.count())
+                                    .where(Job.parent_id == job.id)
+                                    .group_by(Job.status)).all())
+            children = {st.value: 0 for st in JobStatus}
+            children.update({JobStatus(k).value: v for k, v in counts.items()})
+            progress = {"children": children, "total": sum(children.values())}
+        doc["progress"] = progress
+        doc["traceback"] = job.traceback
+        doc["heartbeat_at"] = _iso(job.heartbeat_at)
+    return doc
+
+
+def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | None = None
+           ) -> dict[str, Any]:
+    """``{id, metrics: {name: {step, epoch, time_s, value}}}`` in step order."""
+    with session_scope(url) as s:
+        job = resolve(s, job_id)
+        q = sa.select(Metric.name, Metric.step, Metric.epoch, Metric.time_s, Metric.value,
+                      Metric.special).where(Metric.job_id == job.id)
+        if metrics:
+            q = q.where(Metric.name.in_(list(metrics)))
+        rows = s.execute(q.order_by(Metric.name, Metric.step)).all()
+        jid = job.id
+    out: dict[str, dict[str, list]] = {}
+    for r in rows:
+        m = out.setdefault(r.name, {"step": [], "epoch": [], "time_s": [], "value": []})
+        m["step"].append(r.step)
+        m["epoch"].append(r.epoch)
+        m["time_s"].append(r.time_s)
+        m["value"].append(_value(r.value, r.special))
+    return {"id": jid, "metrics": out}
+
+
+def _value(value: float | None, special: str | None) -> float | None:
+    if special == "nan":
+        return math.nan
+    if special == "inf":
+        return math.inf
+    if special == "-inf":
+        return -math.inf
+    return value
+
+
+def artifact(job_id: str, name: str = "model", url: str | None = None) -> bytes:
+    with session_scope(url) as s:
+        job = resolve(s, job_id)
+        data = s.execute(sa.select(Artifact.data).where(Artifact.job_id == job.id,
+                                                        Artifact.name == name)).scalar()
+        if data is None:
+            state = JobStatus(job.status).value
+            raise LookupError(f"job {job.id} has no {name} parameters (it is {state})")
+        return bytes(data)
+
+
+def children(job_id: str, url: str | None = None) -> list[dict[str, Any]]:
+    """Every child of a comparison with its result document."""
+    with session_scope(url) as s:
+        job = resolve(s, job_id)
+        rows = s.execute(sa.select(Job).where(Job.parent_id == job.id)
+                         .order_by(Job.created_at, Job.id)).scalars().all()
+        return [_document(s, r) for r in rows]

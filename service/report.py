@@ -1,0 +1,201 @@
+"""A comparison's statistics (Goodfellow et al. §5.4: estimators, standard error, intervals).
+
+For each arm: n, mean, std (n − 1), standard error std/√n, and the 95% interval
+mean ± t(0.975, n − 1)·se. Arm A is ``better`` than B when A's interval lies wholly on the
+good side of B's (the book's rule). Seeds are paired — every arm sees the same split,
+minibatch order and initial parameters for a given seed — so the report also gives, per
+pair, the mean per-seed difference with its own t-interval, a sharper test. Failed or
+diverged children are listed and left out of the statistics, never averaged in silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from scipy import stats
+
+from .db import session_scope
+from .models import Job, JobStatus, Metric, Result
+from .queries import resolve
+
+LOWER_IS_BETTER_SUFFIXES = ("_loss", "_error")
+
+
+def lower_is_better(metric: str) -> bool:
+    return not metric.endswith("_accuracy")
+
+
+def interval(values: list[float]) -> dict[str, Any]:
+    """n, mean, std, se and the t-interval of a sample."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "se": None, "ci95": None}
+    mean = float(x.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": None, "se": None, "ci95": None}
+    std = float(x.std(ddof=1))
+    se = std / math.sqrt(n)
+    h = float(stats.t.ppf(0.975, n - 1)) * se
+    return {"n": n, "mean": mean, "std": std, "se": se, "ci95": [mean - h, mean + h]}
+
+
+def _load(parent_id: str) -> tuple[Job, list[tuple[Job, Result | None]], dict]:
+    with session_scope() as s:
+        parent = resolve(s, parent_id)
+        if parent.kind != "compare":
+            raise ValueError(f"job {parent.id} is a {parent.kind} job; report is for "
+                             "comparisons (kind: compare or data.folds)")
+        kids = s.execute(sa.select(Job).where(Job.parent_id == parent.id)).scalars().all()
+        results = {r.job_id: r for r in s.execute(
+            sa.select(Result).where(Result.job_id.in_([k.id for k in kids]))).scalars()}
+        curves: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(dict)
+        rows = s.execute(sa.select(Metric.job_id, Metric.name, Metric.step, Metric.time_s,
+                                   Metric.value)
+                         .where(Metric.job_id.in_([k.id for k in kids]))
+                         .order_by(Metric.job_id, Metric.name, Metric.step)).all()
+        for r in rows:
+            curves[r.job_id].setdefault(r.name, []).append(
+                (r.step, r.time_s, math.nan if r.value is None else r.value))
+        for k in kids:
+            s.expunge(k)
+        s.expunge(parent)
+    return parent, [(k, results.get(k.id)) for k in kids], curves
+
+
+def build_report(parent_id: str) -> dict[str, Any]:
+    """The SPEC §6 report document, readable while the comparison runs (marked partial)."""
+    parent, kids, curves = _load(parent_id)
+    spec = json.loads(parent.spec)
+    cmp = spec.get("compare") or {}
+    metric = cmp.get("metric", "test_loss")
+    target = cmp.get("target")
+    low = lower_is_better(metric)
+    arms: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    by_seed: dict[str, dict[int, float]] = defaultdict(dict)
+    counts: dict[str, int] = defaultdict(int)
+    for job, res in kids:
+        cspec = json.loads(job.spec)
+        label = cspec.get("_arm") or cspec["optimizer"]["name"]
+        if label not in arms:
+            order.append(label)
+            arms[label] = {"optimizer": label, "values": [], "runs": [], "excluded": {},
+                           "reach_steps": [], "reach_time": [], "auc": [], "curves": []}
+        arm = arms[label]
+        status = JobStatus(job.status).value
+        counts[status] += 1
+        if status != "succeeded" or res is None:
+            arm["excluded"][status] = arm["excluded"].get(status, 0) + 1
+            continue
+        final = json.loads(res.final)
+        value = final.get(metric)
+        if value is None or not math.isfinite(value):
+            arm["excluded"]["no_metric"] = arm["excluded"].get("no_metric", 0) + 1
+            continue
+        arm["values"].append(float(value))
+        arm["runs"].append(job.id)
+        seed_key = cspec.get("_fold", [None, job.seed])[1] if cspec.get("_fold") else job.seed
+        by_seed[label][seed_key] = float(value)
+        curve = curves.get(job.id, {}).get(metric)
+        if curve:
+            steps = np.array([c[0] for c in curve], dtype=np.float64)
+            vals = np.array([c[2] for c in curve], dtype=np.float64)
+            arm["curves"].append((steps, vals))
+            if len(steps) > 1 and steps[-1] > 0:
+                arm["auc"].append(float(np.trapezoid(vals, steps) / steps[-1]))
+            if target is not None:
+                hit = [c for c in curve if (c[2] <= target if low else c[2] >= target)]
+                arm["reach_steps"].append(hit[0][0] if hit else None)
+                arm["reach_time"].append(hit[0][1] if hit else None)
+    out_arms = []
+    for label in order:
+        a = arms[label]
+        doc = {"optimizer": label, **interval(a["values"]), "runs": a["runs"]}
+        if a["excluded"]:
+            doc["excluded"] = a["excluded"]
+        if a["auc"]:
+            doc["auc"] = interval(a["auc"])
+        if target is not None:
+            reached = [s for s in a["reach_steps"] if s is not None]
+            doc["target"] = {
+                "value": target, "reached": len(reached), "of": len(a["reach_steps"]),
+                "steps": interval(reached)["mean"],
+                "time_s": interval([t for t in a["reach_time"] if t is not None])["mean"]}
+        out_arms.append(doc)
+    better = []
+    for a in out_arms:
+        for b in out_arms:
+            if a is b or not a["ci95"] or not b["ci95"]:
+                continue
+            if (a["ci95"][1] < b["ci95"][0]) if low else (a["ci95"][0] > b["ci95"][1]):
+                better.append([a["optimizer"], b["optimizer"]])
+    paired = []
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            common = sorted(set(by_seed[a]) & set(by_seed[b]))
+            d = [by_seed[a][s] - by_seed[b][s] for s in common]
+            iv = interval(d)
+            doc = {"a": a, "b": b, **iv}
+            if iv["ci95"]:
+                lo, hi = iv["ci95"]
+                doc["significant"] = bool(lo > 0 or hi < 0)
+                if doc["significant"]:
+                    a_wins = (hi < 0) if low else (lo > 0)
+                    doc["better"] = a if a_wins else b
+            paired.append(doc)
+    total = len(kids)
+    done = sum(v for k, v in counts.items() if k in ("succeeded", "failed", "diverged",
+                                                     "cancelled"))
+    notes = []
+    for a in out_arms:
+        if a.get("excluded"):
+            ex = ", ".join(f"{v} {k}" for k, v in a["excluded"].items())
+            notes.append(f"{a['optimizer']}: statistics over {a['n']} runs; excluded {ex}")
+    rep: dict[str, Any] = {
+        "id": parent.id, "status": JobStatus(parent.status).value, "metric": metric,
+        "lower_is_better": low, "arms": out_arms, "better": better, "paired": paired,
+        "children": dict(counts), "notes": notes,
+        "partial": (f"{total - done} of {total} runs not finished" if done < total else None),
+    }
+    return rep
+
+
+def mean_curves(parent_id: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]]:
+    """Per arm: (steps, mean, half-width of the 95% band) of a metric's curve over seeds."""
+    parent, kids, curves = _load(parent_id)
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    steps_of: dict[str, np.ndarray] = {}
+    for job, _ in kids:
+        if JobStatus(job.status) is not JobStatus.SUCCEEDED:
+            continue
+        c = curves.get(job.id, {}).get(metric)
+        if not c:
+            continue
+        label = json.loads(job.spec).get("_arm") or job.id[:8]
+        steps = np.array([p[0] for p in c])
+        vals = np.array([p[2] for p in c])
+        if label in steps_of and len(steps_of[label]) != len(steps):
+            n = min(len(steps_of[label]), len(steps))
+            steps_of[label] = steps_of[label][:n]
+            groups[label] = [g[:n] for g in groups[label]]
+            vals = vals[:n]
+        steps_of.setdefault(label, steps)
+        groups[label].append(vals[: len(steps_of[label])])
+    out = {}
+    for label, vs in groups.items():
+        m = np.vstack(vs)
+        mean = m.mean(axis=0)
+        if len(vs) > 1:
+            se = m.std(axis=0, ddof=1) / math.sqrt(len(vs))
+            half = stats.t.ppf(0.975, len(vs) - 1) * se
+        else:
+            half = np.zeros_like(mean)
+        out[label] = (steps_of[label], mean, half)
+    return out

@@ -1,0 +1,177 @@
+"""From a spec file to stored (and enqueued) jobs, refusing bad input before anything is kept.
+
+The client reads and checks everything — the spec, the dataset file, the fit between the two
+— and only then stores the job and its dataset in one transaction. A comparison is expanded
+here into its child jobs (SPEC §4 ``compare``, §8).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradq.nn.datasets import BUILTIN, Dataset, DatasetError, load_builtin
+
+from . import jobs
+from .celery_app import ping_broker, queue_for, send_job
+from .datasets import fetch_dataset_bytes, read_user_file, registered
+from .settings import get_settings
+from .spec import (
+    FULL_BATCH_OPTIMIZERS,
+    SpecError,
+    apply_overrides,
+    load_spec_file,
+    normalise_optimizer,
+    validate,
+)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated submission, ready to store."""
+
+    spec: dict[str, Any]
+    job: jobs.NewJob
+    dataset: tuple[str, bytes, str] | None  # (hash, canonical bytes, source) of a file
+    dataset_hash: str | None
+
+
+def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepared:
+    """Load, override and validate a spec, read its data, and expand it into jobs."""
+    settings = get_settings()
+    path = Path(path)
+    raw = load_spec_file(path, max_bytes=settings.max_spec_bytes)
+    raw = apply_overrides(raw, list(sets))
+    reg_hash = None
+    name = (raw.get("data") or {}).get("dataset") if isinstance(raw.get("data"), dict) else None
+    if isinstance(name, str) and name not in BUILTIN and not _looks_like_path(name):
+        reg_hash = registered(name)
+    spec = validate(raw, base_dir=path.parent, extra_datasets=(name,) if reg_hash else ())
+    dataset = None
+    digest = reg_hash
+    task = spec["data"]["task"]
+    try:
+        if spec["data"]["file"]:
+            digest, data, ds = read_user_file(spec["data"]["dataset"], task,
+                                              settings.max_dataset_bytes)
+            dataset = (digest, data, Path(spec["data"]["dataset"]).name)
+        elif reg_hash is not None:
+            from gradq.nn.datasets import parse_bytes
+
+            ds = parse_bytes(fetch_dataset_bytes(reg_hash), "npz", name=name, task=task)
+        else:
+            ds = load_builtin(spec["data"]["dataset"])
+    except DatasetError as exc:
+        raise SpecError("data.dataset", str(exc)) from None
+    check_fit(spec, ds)
+    user_batch = isinstance(raw.get("training"), dict) and "batch_size" in raw["training"]
+    return Prepared(spec, expand(spec, user_batch), dataset, digest)
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or "\\" in name or name.endswith((".npz", ".csv"))
+
+
+def check_fit(spec: dict[str, Any], ds: Dataset) -> None:
+    """Checks that need the data: task against output and optimizer, sizes against k."""
+    task = spec["data"]["task"] if spec["data"]["task"] != "auto" else ds.task
+    if spec["data"]["task"] != "auto" and ds.task != task:
+        raise SpecError("data.task", f"{task} asked for, but the labels are {ds.task} "
+                        "(classification needs integer labels)")
+    output = spec["model"]["output"]
+    n_classes = len(set(ds.y.tolist())) if task == "classification" else None
+    if output == "softmax" and task != "classification":
+        raise SpecError("model.output", "softmax needs a classification task")
+    if output == "sigmoid" and (task != "classification" or n_classes != 2):
+        raise SpecError("model.output", "sigmoid needs a binary classification task "
+                        f"(this dataset has {n_classes or 'no'} classes)")
+    if output == "linear" and task == "classification":
+        raise SpecError("model.output", "linear needs a regression task")
+    if spec["optimizer"]["name"] == "closed_form" and task != "regression":
+        raise SpecError("optimizer.name", "closed_form solves least squares: it needs a "
+                        "regression task and a linear output")
+    n, d = ds.X.shape
+    pca = spec["data"]["pca"]
+    if pca is not None and pca > d:
+        raise SpecError("data.pca", f"{pca} components asked for, but the data has {d} "
+                        "features")
+    folds = spec["data"]["folds"]
+    if folds is not None and folds > n:
+        raise SpecError("data.folds", f"{folds} folds asked for, but there are {n} samples")
+    n_test = round(spec["data"]["test"] * n)
+    if n - n_test - round(spec["data"]["validation"] * n) < 1:
+        raise SpecError("data.validation", "no samples are left for training")
+
+
+def _child(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    c = copy.deepcopy(spec)
+    c["kind"] = "train"
+    c["compare"] = None
+    c.update(changes)
+    return c
+
+
+def arm_label(arm: dict[str, Any]) -> str:
+    """``adam`` or ``adam(lr=0.01)`` — how an arm is named in reports."""
+    hyper = {k: v for k, v in arm.items() if k != "name"}
+    if not hyper:
+        return arm["name"]
+    return f"{arm['name']}(" + ", ".join(f"{k}={v}" for k, v in sorted(hyper.items())) + ")"
+
+
+def expand(spec: dict[str, Any], user_batch: bool = True) -> jobs.NewJob:
+    """A train job, or a comparison with one child per (arm, seed) or per fold.
+
+    An arm of a full-batch method (line search, second order) trains on the full batch
+    unless the user set ``training.batch_size`` themselves.
+    """
+    queue = queue_for(spec["device"])
+    if spec["kind"] == "train" and not spec["data"]["folds"]:
+        return jobs.NewJob(spec, "train", spec["name"], spec["seed"], spec["optimizer"], queue)
+    children = []
+    if spec["kind"] == "train":  # k-fold cross-validation: one child per fold
+        k = spec["data"]["folds"]
+        for i in range(k):
+            c = _child(spec, _fold=[k, i], _arm=f"fold {i}")
+            children.append(jobs.NewJob(c, "train", spec["name"], spec["seed"],
+                                        spec["optimizer"], queue))
+        return jobs.NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
+    cmp = spec["compare"]
+    for n, arm in enumerate(cmp["optimizers"]):
+        if any(isinstance(v, list) for v in arm.values()):
+            raise SpecError(f"compare.optimizers[{n}]",
+                            "hyperparameter grids are not built yet in this version")
+        opt = normalise_optimizer(dict(arm), f"compare.optimizers[{n}]")
+        training = dict(spec["training"])
+        if not user_batch and opt["name"] in FULL_BATCH_OPTIMIZERS:
+            training["batch_size"] = "full"
+        for i in range(cmp["seeds"]):
+            seed = spec["seed"] + i
+            c = _child(spec, optimizer=opt, seed=seed, training=training,
+                       _arm=arm_label(arm))
+            children.append(jobs.NewJob(c, "train", spec["name"], seed, opt, queue))
+    return jobs.NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
+
+
+def create(prepared: Prepared, *, priority: int = 0) -> list[str]:
+    """Store the jobs (no message sent); returns [id] or [parent, children…]."""
+    return jobs.create_jobs(prepared.job, dataset=prepared.dataset, priority=priority,
+                            max_attempts=get_settings().max_attempts,
+                            dataset_hash=prepared.dataset_hash)
+
+
+def submit(path: str | Path, sets: list[str] | tuple[str, ...] = (), *, priority: int = 0
+           ) -> list[str]:
+    """Validate, store and enqueue. The broker is checked first, so a submit that cannot be
+    enqueued stores nothing; should it fail between store and publish, the sweeper
+    publishes the stored jobs later."""
+    prepared = prepare(path, sets)
+    ping_broker()
+    ids = create(prepared, priority=priority)
+    todo = jobs.runnable(ids)
+    for job_id, queue, prio in todo:
+        send_job(job_id, queue, prio)
+    jobs.mark_enqueued([t[0] for t in todo])
+    return ids
