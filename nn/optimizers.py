@@ -193,6 +193,69 @@ def scale_by_adadelta(rho: Any, eps: float) -> Transform:
     return Transform(init, update)
 
 
+# ------------------------------------------------- rules that own their rate
+class RmsNesterovState(NamedTuple):
+    count: Array  # k, for the schedule
+    sq: Array  # r = E[g²]
+    velocity: Array  # v
+
+
+def rmsprop_nesterov(lr: Any, alpha: Any, momentum: Any, eps: float,
+                     schedule: Callable[[Array], Array] | None = None) -> Transform:
+    """RMSProp with Nesterov momentum (Goodfellow et al., algorithm 8.6).
+
+    The book evaluates g at the interim point θ̃ = θ + αv, then
+    r = ρr + (1−ρ)g², v = αv − ε·g/√(r + δ), θ = θ + v (δ = ``eps``, as in algorithm 8.5).
+    The buffer holds the interim point φ = θ + αv itself, so the trainer's gradient is
+    already taken there: φ₊ = θ₊ + αv₊ = φ + (1+α)v₊ − αv. (ρ is ``alpha``, α ``momentum``.)
+    """
+
+    def init(params: Array) -> RmsNesterovState:
+        xp = array_module(params)
+        return RmsNesterovState(xp.zeros((), dtype=np.int64), xp.zeros_like(params),
+                                xp.zeros_like(params))
+
+    def update(g: Array, state: RmsNesterovState, params: Array
+               ) -> tuple[Array, RmsNesterovState]:
+        xp = array_module(g)
+        rate = lr if schedule is None else schedule(state.count).astype(g.dtype)
+        r = alpha * state.sq + (1 - alpha) * g * g  # r = ρr + (1−ρ)g²
+        v = momentum * state.velocity - rate * g / xp.sqrt(r + eps)  # v = αv − ε g/√(r+δ)
+        return (1 + momentum) * v - momentum * state.velocity, RmsNesterovState(
+            state.count + 1, r, v)
+
+    return Transform(init, update)
+
+
+class DeltaBarDeltaState(NamedTuple):
+    rates: Array  # ε_i, one learning rate per parameter
+    bar: Array  # d̄, the exponential average of past gradients
+
+
+def delta_bar_delta(lr: Any, kappa: Any, phi: Any, theta: Any) -> Transform:
+    """Jacobs' (1988) delta-bar-delta, for full-batch training (Goodfellow et al., §8.5).
+
+    A rate grows additively by κ while its gradient keeps the sign of the running average
+    d̄ (d̄·g > 0), shrinks multiplicatively, ε ← (1−φ)ε, when the sign flips (d̄·g < 0);
+    then d̄ = (1−θ)g + θd̄ and p −= ε ⊙ g with the new rates.
+    """
+
+    def init(params: Array) -> DeltaBarDeltaState:
+        xp = array_module(params)
+        return DeltaBarDeltaState(xp.full_like(params, lr), xp.zeros_like(params))
+
+    def update(g: Array, state: DeltaBarDeltaState, params: Array
+               ) -> tuple[Array, DeltaBarDeltaState]:
+        xp = array_module(g)
+        agree = state.bar * g
+        rates = xp.where(agree > 0, state.rates + kappa,
+                         xp.where(agree < 0, state.rates * (1 - phi), state.rates))
+        bar = (1 - theta) * g + theta * state.bar
+        return -rates * g, DeltaBarDeltaState(rates, bar)
+
+    return Transform(init, update)
+
+
 # ------------------------------------------------------------ named optimizers
 FIRST_ORDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.01},
@@ -202,6 +265,8 @@ FIRST_ORDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "rmsprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
     "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "amsgrad": False},
     "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
+    "rmsprop_nesterov": {"lr": 0.001, "alpha": 0.9, "momentum": 0.9, "eps": 1e-6},
+    "delta_bar_delta": {"lr": 0.01, "kappa": 1e-4, "phi": 0.1, "theta": 0.7},
 }
 
 
@@ -220,6 +285,12 @@ def make_optimizer(name: str, hyper: dict[str, Any], schedule: dict | None = Non
     sched = None
     if schedule:
         sched = linear_schedule(h["lr"], schedule["final_lr"], schedule["steps"])
+    if name == "rmsprop_nesterov":
+        return rmsprop_nesterov(h["lr"], h["alpha"], h["momentum"], h["eps"], sched)
+    if name == "delta_bar_delta":
+        if schedule:
+            raise ValueError("delta_bar_delta adapts its own rates: it takes no schedule")
+        return delta_bar_delta(h["lr"], h["kappa"], h["phi"], h["theta"])
     lr = scale_by_learning_rate(h["lr"], sched)
     if name == "sgd":
         return lr
@@ -260,5 +331,8 @@ def state_from_arrays(template: Any, arrays: dict[str, Any], prefix: str = "") -
     if isinstance(template, tuple):
         return tuple(state_from_arrays(s, arrays, f"{prefix}{i}.")
                      for i, s in enumerate(template))
+    value = arrays[prefix[:-1]]
+    if not hasattr(template, "dtype"):  # a Python scalar (e.g. a minimizer's loss or count)
+        return type(template)(np.asarray(value).item())
     xp = array_module(template)
-    return xp.asarray(arrays[prefix[:-1]], dtype=template.dtype).reshape(template.shape)
+    return xp.asarray(value, dtype=template.dtype).reshape(template.shape)

@@ -25,7 +25,8 @@ from gradq.service.settings import get_settings
 
 from .data import load_dataset, prepare_splits
 from .failures import TRANSIENT, describe, is_out_of_memory, with_retries
-from .trainer import MetricRow, Trainer
+from .methods import train
+from .trainer import MetricRow
 
 log = logging.getLogger("gradq.worker")
 
@@ -120,12 +121,12 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
         ds = load_dataset(spec, job.dataset_hash)
         fold = tuple(spec["_fold"]) if spec.get("_fold") else None
         data = prepare_splits(spec, ds, fold)
-        trainer = Trainer(spec, data, xp, DbHooks(lease, hb, lease_s, observer))
+        hooks = DbHooks(lease, hb, lease_s, observer)
         resume = jobs.latest_checkpoint(lease.job_id)
         if resume is not None:
             log.info("job %s resumes from epoch %d (step %d)", lease.job_id, resume[0],
                      resume[1])
-        outcome = trainer.run(resume[2] if resume else None)
+        outcome = train(spec, data, xp, hooks, resume[2] if resume else None)
     except LeaseLost:
         raise
     except TRANSIENT as exc:

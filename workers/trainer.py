@@ -18,10 +18,18 @@ from typing import Any, Protocol
 
 import numpy as np
 from gradq.nn import optimizers as first_order
+from gradq.nn import second_order
 from gradq.nn.backend import to_numpy
-from gradq.nn.network import Architecture, Network, initial_parameters, marginal_output_bias
+from gradq.nn.diagnostics import curvature, lanczos_extremes
+from gradq.nn.network import (
+    Architecture,
+    Network,
+    hvp,
+    initial_parameters,
+    marginal_output_bias,
+)
 from gradq.nn.preprocess import Splits
-from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
+from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm, penalty
 
 MetricRow = tuple[str, int, float, float, float]  # name, step, epoch, time_s, value
 
@@ -184,19 +192,66 @@ class Trainer:
         del xp
         return out
 
+    # ------------------------------------------------------------ objective
+    def full_objective(self, p: Any, X: Any, y: Any) -> tuple[float, Any]:
+        """(data loss + penalty, its gradient) at ``p`` on (X, y): dropout off, for the
+        deterministic objective that line searches and diagnostics need."""
+        g = self.xp.zeros_like(p)
+        z, cache = self.net.forward(X, train=True, params=p, dropout=False)
+        loss = self.net.output.forward(z, y)
+        self.net.backward(cache, self.net.output.gradient(z, y), params=p, grads=g)
+        add_penalty_gradient(g, p, self.net.n_weights, self.l2, self.l1)
+        total = loss + penalty(p, self.net.n_weights, self.l2, self.l1)
+        return float(total), g
+
+    def full_hvp(self, p: Any, v: Any, X: Any, y: Any) -> Any:
+        """H v of the objective: the data loss's by the complex step, plus l2·v on weights."""
+        hv = hvp(self.net, X, y, v, params=p)
+        if self.l2:
+            hv[..., : self.net.n_weights] += self.l2 * v[..., : self.net.n_weights]
+        return hv
+
+    def diagnostics(self, names: list[str]) -> dict[str, float]:
+        """The requested diagnostics on the training set at the current parameters."""
+        if not names:
+            return {}
+        X, y = self.sets["train"]
+        p = self.net.params
+        out: dict[str, float] = {}
+        _, g = self.full_objective(p, X, y)
+        gg = float((g * g).sum())
+        if "grad_norm" in names:
+            out["grad_norm"] = math.sqrt(gg)
+        if "curvature" in names:
+            hg = self.full_hvp(p, g, X, y)
+            out["gHg"] = float((g * hg).sum())
+            out["gg"] = gg
+            out["curvature"] = curvature(g, hg)
+        if "hessian_extremes" in names:
+            rng = np.random.default_rng([self.spec["seed"], 31337])
+            v0 = self.xp.asarray(rng.normal(size=p.shape), dtype=self.dtype)
+            hi, lo = lanczos_extremes(lambda v: self.full_hvp(p, v, X, y), v0,
+                                      iterations=min(30, p.size))
+            out["hessian_max"], out["hessian_min"] = hi, lo
+        if self.stepper.info:
+            if "step_length" in names and "step_length" in self.stepper.info:
+                out["step_length"] = float(self.stepper.info["step_length"])
+            if "evaluations" in names and "n_evals" in self.stepper.info:
+                out["evaluations"] = float(self.stepper.info["n_evals"])
+        return out
+
     # ----------------------------------------------------------------- run
     def run(self, resume: bytes | None = None) -> Outcome:
         """Train until epochs, max_steps, early stopping, cancellation or divergence."""
         spec, xp, net = self.spec, self.xp, self.net
         tr = spec["training"]
-        opt_spec = dict(spec["optimizer"])
-        name = opt_spec.pop("name")
-        schedule = opt_spec.pop("schedule", None)
-        transform = first_order.make_optimizer(name, opt_spec, schedule)
+        self.stepper = make_stepper(self)
         initial = self.initial_params()
         net.set_flat(initial)
         initial_arrays = net.arrays()
-        state = transform.init(net.params)
+        if self.stepper.name == "closed_form":
+            return self._closed_form(initial_arrays)
+        state = self.stepper.init()
         epoch, step, elapsed = 0, 0, 0.0
         es = spec["regularization"]["early_stopping"]
         best = {"value": math.inf, "epoch": 0, "params": None, "running": None, "bad": 0}
@@ -211,6 +266,7 @@ class Trainer:
         X, y = self.sets["train"]
         t0 = time.perf_counter() - elapsed
         time_limit = tr["time_limit_s"]
+        diag = list(tr["diagnostics"])
         samples = 0
         status, error = "succeeded", None
         last_rows: list[MetricRow] = []
@@ -222,14 +278,17 @@ class Trainer:
             names = list(metrics)
             values = to_numpy(xp.stack([xp.asarray(metrics[k], dtype=xp.float64)
                                         for k in names]))  # the one transfer per interval
+            extra = self.diagnostics(diag)
             now = time.perf_counter() - t0
             ep = step / self.steps_per_epoch
-            rows = [(k, step, ep, now, float(v)) for k, v in zip(names, values, strict=True)]
+            pairs = [*zip(names, (float(v) for v in values), strict=True), *extra.items()]
+            rows = [(k, step, ep, now, v) for k, v in pairs]
             last_rows = rows
             progress = {"epoch": epoch, "epochs": epochs, "step": step, "steps": total_steps,
-                        **{k: float(v) for k, v in zip(names, values, strict=True)}}
+                        **dict(pairs)}
             train_loss = progress["train_loss"]
             if not math.isfinite(train_loss):
+                self.hooks.log(rows, progress)
                 raise Diverged(step, train_loss)
             return self.hooks.log(rows, progress)
 
@@ -251,11 +310,7 @@ class Trainer:
                     else:
                         idx = idx_dev[b * self.batch:(b + 1) * self.batch]
                         Xb, yb = X[idx], y[idx]
-                    self.objective_and_grad(Xb, yb, rng=drop_rng, update_running=True)
-                    if self.clip is not None:
-                        clip_by_global_norm(net.grads, float(self.clip))
-                    updates, state = transform.update(net.grads, state, net.params)
-                    net.params += updates
+                    state = self.stepper.step(Xb, yb, drop_rng, state)
                     step += 1
                     samples += int(Xb.shape[0])
                     if isinstance(log_every, int) and step % log_every == 0:
@@ -283,21 +338,47 @@ class Trainer:
         except Diverged as exc:
             status, error = "diverged", str(exc)
         run_s = time.perf_counter() - t0
-        if status == "succeeded" and es is not None and best["params"] is not None:
-            net.params[...] = best["params"]
-            net.running[...] = best["running"]
         final = {k: v for k, v in (progress or {}).items()
                  if k.endswith("_loss") or k.endswith("_accuracy")}
         if status == "succeeded" and es is not None and best["params"] is not None:
-            final.update({k: float(v) for k, v in zip(
-                self.evaluate().keys(),
-                to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64)
-                                   for v in self.evaluate().values()])), strict=True)})
+            net.params[...] = best["params"]
+            net.running[...] = best["running"]
+            metrics = self.evaluate()
+            values = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64)
+                                        for v in metrics.values()]))
+            final.update({k: float(v) for k, v in zip(metrics, values, strict=True)})
         final.update({"epochs": epoch, "steps": step,
                       "best_epoch": best["epoch"] if es is not None else epoch})
+        extra = {"warnings": self.stepper.warnings} if self.stepper.warnings else {}
         return Outcome(status=status, final=final, params=net.size, arrays=net.arrays(),
                        initial=initial_arrays, run_s=run_s, samples=samples, error=error,
-                       last_rows=last_rows, progress=progress)
+                       last_rows=last_rows, progress=progress, extra=extra)
+
+    def _closed_form(self, initial_arrays: dict[str, np.ndarray]) -> Outcome:
+        """The exact minimiser of the regularised least-squares objective (SPEC §5)."""
+        from gradq.nn.linear import closed_form
+
+        t0 = time.perf_counter()
+        rows0 = self._metric_rows(0, 0.0, 0.0)
+        self.hooks.log(rows0, {"epoch": 0, "epochs": 1, "step": 0, "steps": 1})
+        X, y = self.sets["train"]
+        W, b = closed_form(X.astype(self.xp.float64), y.astype(self.xp.float64), self.l2)
+        self.net.view(self.net.params, "W0")[...] = W
+        self.net.view(self.net.params, "b0")[...] = b.reshape(1, -1)
+        run_s = time.perf_counter() - t0
+        rows = self._metric_rows(1, 1.0, run_s)
+        progress = {"epoch": 1, "epochs": 1, "step": 1, "steps": 1,
+                    **{r[0]: r[4] for r in rows}}
+        final = {k: v for k, v in progress.items() if k.endswith(("_loss", "_accuracy"))}
+        final.update({"epochs": 1, "steps": 1, "best_epoch": 1})
+        return Outcome("succeeded", final, self.net.size, self.net.arrays(), initial_arrays,
+                       run_s, self.n_train, last_rows=rows, progress=progress)
+
+    def _metric_rows(self, step: int, epoch: float, t: float) -> list[MetricRow]:
+        metrics = self.evaluate()
+        values = to_numpy(self.xp.stack([self.xp.asarray(v, dtype=self.xp.float64)
+                                         for v in metrics.values()]))
+        return [(k, step, epoch, t, float(v)) for k, v in zip(metrics, values, strict=True)]
 
     def _early_stop(self, es: dict[str, Any], epoch: int, best: dict[str, Any]) -> bool:
         metric = es["metric"]
@@ -325,7 +406,7 @@ class Trainer:
             arrays["best_params"] = to_numpy(best["params"])
             arrays["best_running"] = to_numpy(best["running"])
         for k, v in first_order.state_to_arrays(state).items():
-            arrays[f"opt.{k}"] = to_numpy(v)
+            arrays[f"opt.{k}"] = np.asarray(to_numpy(v) if hasattr(v, "dtype") else v)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()
@@ -343,3 +424,84 @@ class Trainer:
         opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
         state = first_order.state_from_arrays(state, opt)
         return int(epoch), int(step), float(elapsed), state
+
+
+# --------------------------------------------------------------------- steppers
+class FirstOrderStepper:
+    """A minibatch step of a first-order transform over the flat buffer."""
+
+    def __init__(self, tr: Trainer, name: str, hyper: dict[str, Any], schedule: Any) -> None:
+        self.tr = tr
+        self.name = name
+        self.transform = first_order.make_optimizer(name, hyper, schedule)
+        self.info: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        if name == "delta_bar_delta" and tr.batch < tr.n_train:
+            self.warnings.append("delta_bar_delta is a full-batch rule; it ran on minibatches")
+
+    def init(self) -> Any:
+        return self.transform.init(self.tr.net.params)
+
+    def step(self, X: Any, y: Any, rng: Any, state: Any) -> Any:
+        tr, net = self.tr, self.tr.net
+        tr.objective_and_grad(X, y, rng=rng, update_running=True)
+        if tr.clip is not None:
+            clip_by_global_norm(net.grads, float(tr.clip))
+        updates, state = self.transform.update(net.grads, state, net.params)
+        net.params += updates
+        return state
+
+
+class MinimizerStepper:
+    """One iteration (one line search) of a second-order or line-search method."""
+
+    def __init__(self, tr: Trainer, name: str, hyper: dict[str, Any]) -> None:
+        self.tr = tr
+        self.name = name
+        self.minimizer = second_order.make_minimizer(name, **hyper)
+        self.info: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        if tr.batch < tr.n_train:
+            self.warnings.append(f"{name} ran on minibatches of {tr.batch}: line searches "
+                                 "and curvature estimates are noisy; batch_size: full is "
+                                 "the default for it")
+        if tr.arch.dropout_input or tr.arch.dropout_hidden:
+            self.warnings.append(f"{name} minimises the deterministic objective: dropout "
+                                 "is not applied")
+        if tr.clip is not None:
+            self.warnings.append(f"{name} does not clip gradients (clip_grad_norm ignored)")
+
+    def init(self) -> Any:
+        return self.minimizer.init(self.tr.net.params)
+
+    def step(self, X: Any, y: Any, rng: Any, state: Any) -> Any:
+        tr, net = self.tr, self.tr.net
+        if tr.batch < tr.n_train:
+            state = state._replace(f=math.nan)  # a new batch: the cached loss is stale
+        x, state, self.info = self.minimizer.step(
+            lambda p: tr.full_objective(p, X, y), net.params, state,
+            hvp=lambda p, v: tr.full_hvp(p, v, X, y))
+        net.params[...] = x
+        if net.arch.batch_norm:  # keep running statistics for inference
+            net.forward(X, train=True, update_running=True, dropout=False)
+        return state
+
+
+class ClosedFormStepper:
+    name = "closed_form"
+    info: dict[str, Any] = {}
+    warnings: list[str] = []
+
+
+def make_stepper(tr: Trainer) -> FirstOrderStepper | MinimizerStepper | ClosedFormStepper:
+    opt = dict(tr.spec["optimizer"])
+    name = opt.pop("name")
+    schedule = opt.pop("schedule", None)
+    if name == "closed_form":
+        if tr.arch.hidden or tr.arch.output != "linear":
+            raise ValueError("optimizer.name: closed_form needs model.hidden [] and a linear "
+                             "output (a regression task)")
+        return ClosedFormStepper()
+    if name in second_order.NAMES:
+        return MinimizerStepper(tr, name, {k: v for k, v in opt.items() if v is not None})
+    return FirstOrderStepper(tr, name, opt, schedule)
