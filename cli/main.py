@@ -83,15 +83,19 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
 
     prepared = submit_service.prepare(spec, sets)
     ids = submit_service.create(prepared)
-    todo = jobs.runnable(ids)
     progress = Progress()
     host = socket.gethostname()
     if not as_json:
         click.echo(f"job {ids[0]}", err=True)
-    for i, (job_id, _, _) in enumerate(todo):
-        if len(todo) > 1:
-            progress.label(f"[{i + 1}/{len(todo)}] {job_id}")
-        execute(job_id, worker=f"{host}-local", observer=progress)
+    if len(ids) == 1:
+        execute(ids[0], worker=f"{host}-local", observer=progress)
+    done = 0
+    while len(ids) > 1 and (todo := jobs.queued_children(ids[0])):
+        # a grid's final runs appear when its tuning runs are done: keep going until none
+        for job_id in todo:
+            done += 1
+            progress.label(f"[{done}] child {job_id}")
+            execute(job_id, worker=f"{host}-local", observer=progress)
     progress.done()
     doc = queries.result(ids[0])
     if doc["kind"] == "compare":
@@ -479,6 +483,12 @@ def _print_compare(job_id: str, as_json: bool, png: Path | None = None) -> None:
         if p.get("significant"):
             click.echo(f"paired: {p['a']} − {p['b']} = {fmt(p['mean'])} "
                        f"[{fmt(p['ci95'][0])}, {fmt(p['ci95'][1])}]")
+    for a in rep["arms"]:
+        if a.get("tuning"):
+            t = a["tuning"]
+            click.echo(f"tuned {a['optimizer']} on {t['metric']}: chose {t['chosen']} from "
+                       + ", ".join(f"{g['setting']}→{fmt(g.get(t['metric']))}"
+                                   for g in t["grid"]))
     if rep.get("notes"):
         for n in rep["notes"]:
             click.echo(f"note: {n}")

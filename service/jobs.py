@@ -100,26 +100,26 @@ def create_jobs(job: NewJob, *, dataset: tuple[str, bytes, str] | None, priority
     """
     ids: list[str] = []
     with session_scope(url) as s:
-        digest = dataset_hash
         if dataset is not None:
-            digest = dataset[0]
+            dataset_hash = dataset[0]
             store_dataset(s, *dataset)
-
-        def add(j: NewJob, parent: str | None) -> str:
-            jid = new_id()
-            s.add(Job(id=jid, kind=j.kind, name=j.name, status=JobStatus.QUEUED,
-                      parent_id=parent, spec=_dumps(j.spec), dataset_hash=digest, seed=j.seed,
-                      optimizer=_dumps(j.optimizer), queue=j.queue, priority=priority,
-                      attempts=0, max_attempts=max_attempts, lease_token=0,
-                      cancel_requested=False, progress="{}"))
-            s.flush()
-            ids.append(jid)
-            for c in j.children:
-                add(c, jid)
-            return jid
-
-        add(job, None)
+        _add_job(s, job, None, dataset_hash, priority, max_attempts, ids)
     return ids
+
+
+def _add_job(s: Session, j: NewJob, parent: str | None, digest: str | None, priority: int,
+             max_attempts: int, ids: list[str]) -> str:
+    jid = new_id()
+    s.add(Job(id=jid, kind=j.kind, name=j.name, status=JobStatus.QUEUED, parent_id=parent,
+              spec=_dumps(j.spec), dataset_hash=digest, seed=j.seed,
+              optimizer=_dumps(j.optimizer), queue=j.queue, priority=priority, attempts=0,
+              max_attempts=max_attempts, lease_token=0, cancel_requested=False,
+              progress="{}"))
+    s.flush()
+    ids.append(jid)
+    for c in j.children:
+        _add_job(s, c, jid, digest, priority, max_attempts, ids)
+    return jid
 
 
 def mark_enqueued(job_ids: Iterable[str], url: str | None = None) -> None:
@@ -136,6 +136,14 @@ def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, 
         rows = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.kind)
                          .where(Job.id.in_(list(job_ids)))).all()
     return [(r.id, r.queue, r.priority) for r in rows if r.kind != "compare"]
+
+
+def queued_children(parent_id: str, url: str | None = None) -> list[str]:
+    """Children of a comparison still waiting to run (``gradq run`` works through them)."""
+    with session_scope(url) as s:
+        return list(s.execute(sa.select(Job.id).where(Job.parent_id == parent_id,
+                                                      Job.status == JobStatus.QUEUED)
+                              .order_by(Job.created_at, Job.id)).scalars())
 
 
 def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:
@@ -276,8 +284,10 @@ def save_artifact(lease: Lease, name: str, data: bytes, url: str | None = None) 
 def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = None,
            artifacts: dict[str, bytes] | None = None, error: str | None = None,
            traceback: str | None = None, metrics: Sequence[tuple] = (),
-           progress: dict[str, Any] | None = None, url: str | None = None) -> None:
-    """End a running job in one fenced transaction: last metrics, result, artifacts, status."""
+           progress: dict[str, Any] | None = None, url: str | None = None) -> list[str]:
+    """End a running job in one fenced transaction: last metrics, result, artifacts, status.
+
+    Returns the ids of jobs this ending created (a grid's final runs), to be published."""
     with session_scope(url) as s:
         fence(s, lease)
         insert_metrics(s, lease.job_id, metrics)
@@ -297,7 +307,7 @@ def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = N
         s.execute(sa.update(Job).where(Job.id == lease.job_id).values(**values)
                   .execution_options(synchronize_session=False))
         s.flush()
-        _settle_parent(s, lease.job_id)
+        return _settle_parent(s, lease.job_id)
 
 
 def release(lease: Lease, error: str, traceback: str | None = None,
@@ -320,20 +330,25 @@ def release(lease: Lease, error: str, traceback: str | None = None,
         return status
 
 
-def _settle_parent(s: Session, job_id: str) -> None:
-    """Finish a comparison when its last child has finished (determined in SQL)."""
+def _settle_parent(s: Session, job_id: str) -> list[str]:
+    """Finish a comparison when its last child has finished (determined in SQL), or, when
+    that child ends a grid's tuning phase, add the final runs. Returns new job ids."""
     parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
     if parent_id is None:
-        return
+        return []
     # lock the parent row so that two children finishing at once serialize here
     parent = s.execute(sa.select(Job).where(Job.id == parent_id).with_for_update()).scalar_one()
     if JobStatus(parent.status) in FINISHED:
-        return
+        return []
     counts = dict(s.execute(sa.select(Job.status, sa.func.count())
                             .where(Job.parent_id == parent_id).group_by(Job.status)).all())
     counts = {JobStatus(k): v for k, v in counts.items()}
     if any(st not in FINISHED for st in counts):
-        return
+        return []
+    if not parent.cancel_requested:
+        new = _plan_after_tuning(s, parent)
+        if new:
+            return new
     if parent.cancel_requested:
         status = JobStatus.CANCELLED
     elif counts.get(JobStatus.SUCCEEDED):
@@ -347,6 +362,38 @@ def _settle_parent(s: Session, job_id: str) -> None:
     s.execute(sa.update(Job).where(Job.id == parent_id)
               .values(status=status, finished_at=utcnow(), error=error)
               .execution_options(synchronize_session=False))
+    return []
+
+
+def _plan_after_tuning(s: Session, parent: Job) -> list[str]:
+    """If a grid's tuning runs are all done and its final runs not yet planned, add them."""
+    from .compare import final_children, tuning_metric
+
+    spec = json.loads(parent.spec)
+    if spec.get("kind") != "compare":
+        return []
+    kids = s.execute(sa.select(Job.id, Job.spec, Job.status)
+                     .where(Job.parent_id == parent.id)).all()
+    specs = [(k, json.loads(k.spec)) for k in kids]
+    if not any(c.get("_phase") == "tune" for _, c in specs) or any(
+            c.get("_phase") == "final" for _, c in specs):
+        return []
+    metric = tuning_metric(spec["compare"]["metric"])
+    results = {r.job_id: json.loads(r.final) for r in s.execute(
+        sa.select(Result).where(Result.job_id.in_([k.id for k, _ in specs]))).scalars()}
+    tuning = [(c, results.get(k.id, {}).get(metric)
+               if JobStatus(k.status) is JobStatus.SUCCEEDED else None)
+              for k, c in specs if c.get("_phase") == "tune"]
+    new, summary = final_children(spec, tuning)
+    progress = json.loads(parent.progress or "{}")
+    progress["tuning"] = summary
+    s.execute(sa.update(Job).where(Job.id == parent.id).values(progress=_dumps(progress))
+              .execution_options(synchronize_session=False))
+    ids: list[str] = []
+    for j in new:
+        _add_job(s, j, parent.id, parent.dataset_hash, parent.priority, parent.max_attempts,
+                 ids)
+    return ids
 
 
 # ------------------------------------------------------------ user actions

@@ -69,4 +69,37 @@ def plot_report(rep: dict[str, Any], path: Path) -> list[Path]:
     fig.savefig(final, dpi=110)
     plt.close(fig)
     written.append(final)
+    grids = [a for a in rep["arms"] if a.get("tuning")]
+    if grids:
+        written.append(_plot_grids(grids, path.with_name(path.stem + "-grid" + path.suffix)))
     return written
+
+
+def _plot_grids(arms: list[dict[str, Any]], path: Path) -> Path:
+    """The tuning metric against each grid's hyperparameter (one panel per arm)."""
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.5 * len(arms), 3.5), squeeze=False)
+    for ax, arm in zip(axes[0], arms, strict=True):
+        t = arm["tuning"]
+        grid = [g for g in t["grid"] if g.get(t["metric"]) is not None]
+        keys = sorted({k for g in grid for k, v in g["setting"].items()
+                       if len({str(h["setting"].get(k)) for h in grid}) > 1})
+        key = keys[0] if keys else None
+        xs = [g["setting"].get(key) if key else i for i, g in enumerate(grid)]
+        ys = [g[t["metric"]] for g in grid]
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
+        if numeric:
+            order = sorted(range(len(xs)), key=lambda i: xs[i])
+            ax.plot([xs[i] for i in order], [ys[i] for i in order], "o-")
+            if all(x > 0 for x in xs) and max(xs) / min(xs) > 20:
+                ax.set_xscale("log")
+        else:
+            ax.plot(range(len(xs)), ys, "o")
+            ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30)
+        ax.set_title(f"{arm['optimizer']}: chosen {t.get('chosen')}", fontsize=8)
+        ax.set_xlabel(key or "grid point")
+        ax.set_ylabel(t["metric"])
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -80,9 +80,15 @@ def build_report(parent_id: str) -> dict[str, Any]:
     order: list[str] = []
     by_seed: dict[str, dict[int, float]] = defaultdict(dict)
     counts: dict[str, int] = defaultdict(int)
+    tuned = json.loads(parent.progress or "{}").get("tuning", {})
+    tune_counts: dict[str, int] = defaultdict(int)
     for job, res in kids:
         cspec = json.loads(job.spec)
         label = cspec.get("_arm") or cspec["optimizer"]["name"]
+        if cspec.get("_phase") == "tune":  # tuning runs choose a setting; they are not pooled
+            tune_counts[label] += 1
+            counts[JobStatus(job.status).value] += 1
+            continue
         if label not in arms:
             order.append(label)
             arms[label] = {"optimizer": label, "values": [], "runs": [], "excluded": {},
@@ -113,10 +119,23 @@ def build_report(parent_id: str) -> dict[str, Any]:
                 hit = [c for c in curve if (c[2] <= target if low else c[2] >= target)]
                 arm["reach_steps"].append(hit[0][0] if hit else None)
                 arm["reach_time"].append(hit[0][1] if hit else None)
+    for label in tune_counts:  # a grid arm still tuning has no final runs yet
+        if label not in arms:
+            order.append(label)
+            arms[label] = {"values": [], "runs": [], "excluded": {}, "reach_steps": [],
+                           "reach_time": [], "auc": [], "curves": []}
+    index = {}
+    for job, _ in kids:
+        c = json.loads(job.spec)
+        index.setdefault(c.get("_arm") or c["optimizer"]["name"],
+                         c.get("_arm_index", c.get("_fold", [0, 0])[1]))
+    order.sort(key=lambda label: index.get(label, 0))
     out_arms = []
     for label in order:
         a = arms[label]
         doc = {"optimizer": label, **interval(a["values"]), "runs": a["runs"]}
+        if label in tuned:
+            doc["tuning"] = tuned[label]
         if a["excluded"]:
             doc["excluded"] = a["excluded"]
         if a["auc"]:
@@ -178,7 +197,10 @@ def mean_curves(parent_id: str, metric: str) -> dict[str, tuple[np.ndarray, np.n
         c = curves.get(job.id, {}).get(metric)
         if not c:
             continue
-        label = json.loads(job.spec).get("_arm") or job.id[:8]
+        cspec = json.loads(job.spec)
+        if cspec.get("_phase") == "tune":
+            continue
+        label = cspec.get("_arm") or job.id[:8]
         steps = np.array([p[0] for p in c])
         vals = np.array([p[2] for p in c])
         if label in steps_of and len(steps_of[label]) != len(steps):

@@ -7,7 +7,6 @@ here into its child jobs (SPEC §4 ``compare``, §8).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,11 @@ from typing import Any
 from gradq.nn.datasets import BUILTIN, Dataset, DatasetError, load_builtin
 
 from . import jobs
-from .celery_app import ping_broker, queue_for, send_job
+from .celery_app import ping_broker, send_job
+from .compare import expand
 from .datasets import fetch_dataset_bytes, read_user_file, registered
 from .settings import get_settings
-from .spec import (
-    FULL_BATCH_OPTIMIZERS,
-    SpecError,
-    apply_overrides,
-    load_spec_file,
-    normalise_optimizer,
-    validate,
-)
+from .spec import SpecError, apply_overrides, load_spec_file, validate
 
 
 @dataclass(frozen=True)
@@ -67,6 +60,8 @@ def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepare
         raise SpecError("data.dataset", str(exc)) from None
     check_fit(spec, ds)
     user_batch = isinstance(raw.get("training"), dict) and "batch_size" in raw["training"]
+    if spec["kind"] == "compare":
+        spec["_user_batch"] = user_batch  # the grid's final runs are planned later
     return Prepared(spec, expand(spec, user_batch), dataset, digest)
 
 
@@ -103,56 +98,6 @@ def check_fit(spec: dict[str, Any], ds: Dataset) -> None:
     n_test = round(spec["data"]["test"] * n)
     if n - n_test - round(spec["data"]["validation"] * n) < 1:
         raise SpecError("data.validation", "no samples are left for training")
-
-
-def _child(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    c = copy.deepcopy(spec)
-    c["kind"] = "train"
-    c["compare"] = None
-    c.update(changes)
-    return c
-
-
-def arm_label(arm: dict[str, Any]) -> str:
-    """``adam`` or ``adam(lr=0.01)`` — how an arm is named in reports."""
-    hyper = {k: v for k, v in arm.items() if k != "name"}
-    if not hyper:
-        return arm["name"]
-    return f"{arm['name']}(" + ", ".join(f"{k}={v}" for k, v in sorted(hyper.items())) + ")"
-
-
-def expand(spec: dict[str, Any], user_batch: bool = True) -> jobs.NewJob:
-    """A train job, or a comparison with one child per (arm, seed) or per fold.
-
-    An arm of a full-batch method (line search, second order) trains on the full batch
-    unless the user set ``training.batch_size`` themselves.
-    """
-    queue = queue_for(spec["device"])
-    if spec["kind"] == "train" and not spec["data"]["folds"]:
-        return jobs.NewJob(spec, "train", spec["name"], spec["seed"], spec["optimizer"], queue)
-    children = []
-    if spec["kind"] == "train":  # k-fold cross-validation: one child per fold
-        k = spec["data"]["folds"]
-        for i in range(k):
-            c = _child(spec, _fold=[k, i], _arm=f"fold {i}")
-            children.append(jobs.NewJob(c, "train", spec["name"], spec["seed"],
-                                        spec["optimizer"], queue))
-        return jobs.NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
-    cmp = spec["compare"]
-    for n, arm in enumerate(cmp["optimizers"]):
-        if any(isinstance(v, list) for v in arm.values()):
-            raise SpecError(f"compare.optimizers[{n}]",
-                            "hyperparameter grids are not built yet in this version")
-        opt = normalise_optimizer(dict(arm), f"compare.optimizers[{n}]")
-        training = dict(spec["training"])
-        if not user_batch and opt["name"] in FULL_BATCH_OPTIMIZERS:
-            training["batch_size"] = "full"
-        for i in range(cmp["seeds"]):
-            seed = spec["seed"] + i
-            c = _child(spec, optimizer=opt, seed=seed, training=training,
-                       _arm=arm_label(arm))
-            children.append(jobs.NewJob(c, "train", spec["name"], seed, opt, queue))
-    return jobs.NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
 
 
 def create(prepared: Prepared, *, priority: int = 0) -> list[str]:

@@ -89,10 +89,13 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def execute(job_id: str, worker: str | None = None, device: str | None = None,
-            observer: Callable[[dict[str, Any]], None] | None = None) -> str | None:
+            observer: Callable[[dict[str, Any]], None] | None = None,
+            publish: bool = False) -> str | None:
     """Run ``job_id`` if it can be claimed; return its final status, or None if not ours.
 
-    ``observer`` sees each log interval's progress (``gradq run`` draws it).
+    ``observer`` sees each log interval's progress (``gradq run`` draws it). With
+    ``publish``, jobs that this one's end creates (a grid's final runs) are sent to the
+    queue at once; otherwise the caller (or the sweeper) runs or publishes them.
     """
     settings = get_settings()
     worker = worker or default_worker_name()
@@ -103,7 +106,8 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
     hb = Heartbeat(lease, settings.lease_s)
     hb.start()
     try:
-        return _run_claimed(lease, hb, device or settings.device, settings.lease_s, observer)
+        return _run_claimed(lease, hb, device or settings.device, settings.lease_s, observer,
+                            publish)
     except LeaseLost:
         log.warning("job %s: lease lost; abandoning it", job_id)
         return None
@@ -112,7 +116,7 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
 
 
 def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
-                 observer: Callable[[dict[str, Any]], None] | None) -> str:
+                 observer: Callable[[dict[str, Any]], None] | None, publish: bool) -> str:
     job = _load_job(lease.job_id)
     spec = json.loads(job.spec)
     try:
@@ -147,11 +151,26 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
               "extra": outcome.extra}
     status = JobStatus(outcome.status)
     artifacts = {"model": _npz(outcome.arrays), "initial": _npz(outcome.initial)}
-    with_retries(lambda: jobs.finish(lease, status, result=result, artifacts=artifacts,
-                                     error=outcome.error, metrics=outcome.last_rows,
-                                     progress=outcome.progress),
-                 deadline_s=4 * lease_s, what="storing the result")
+    new = with_retries(lambda: jobs.finish(lease, status, result=result, artifacts=artifacts,
+                                           error=outcome.error, metrics=outcome.last_rows,
+                                           progress=outcome.progress),
+                       deadline_s=4 * lease_s, what="storing the result")
+    if publish and new:
+        _publish(new)
     return status.value
+
+
+def _publish(job_ids: list[str]) -> None:
+    """Send new jobs to the queue; if the broker is down, the sweeper publishes them later."""
+    from gradq.service.celery_app import send_job
+
+    try:
+        for job_id, queue, priority in jobs.runnable(job_ids):
+            send_job(job_id, queue, priority)
+        jobs.mark_enqueued(job_ids)
+    except TRANSIENT as exc:
+        log.warning("could not publish %d new job(s) now (%s); the sweeper will", len(job_ids),
+                    exc)
 
 
 def _load_job(job_id: str) -> Job:

@@ -40,4 +40,4 @@ def run_job(self, job_id: str) -> str | None:  # noqa: ANN001 - Celery's bound t
         log.error("refusing a run_job message with a malformed job id: %r", job_id)
         return None
     worker = f"{self.request.hostname or 'worker'}-{os.getpid()}"
-    return execute(job_id, worker=worker)
+    return execute(job_id, worker=worker, publish=True)
