@@ -25,6 +25,7 @@ from gradq.service.settings import get_settings
 
 from .data import load_dataset, prepare_splits
 from .failures import TRANSIENT, describe, is_out_of_memory, with_retries
+from .faults import failpoint
 from .methods import train
 from .trainer import MetricRow
 
@@ -71,13 +72,16 @@ class DbHooks:
     def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
         if self.heartbeat.lost.is_set():
             raise LeaseLost(f"job {self.lease.job_id}: lease lost")
+        failpoint("metrics")
         cancel = with_retries(lambda: jobs.log(self.lease, rows, progress),
                               deadline_s=self.deadline, what="writing metrics")
+        failpoint("metrics_written")
         if self.observer is not None:
             self.observer(progress)
         return cancel or self.heartbeat.cancel.is_set()
 
     def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
+        failpoint("checkpoint")
         with_retries(lambda: jobs.save_checkpoint(self.lease, epoch, step, data),
                      deadline_s=self.deadline, what="writing a checkpoint")
 

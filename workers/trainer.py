@@ -30,6 +30,7 @@ from gradq.nn.network import (
 )
 from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm, penalty
+from gradq.workers.faults import failpoint
 
 MetricRow = tuple[str, int, float, float, float]  # name, step, epoch, time_s, value
 
@@ -255,8 +256,10 @@ class Trainer:
         epoch, step, elapsed = 0, 0, 0.0
         es = spec["regularization"]["early_stopping"]
         best = {"value": math.inf, "epoch": 0, "params": None, "running": None, "bad": 0}
+        resumed_from = None
         if resume is not None:
             epoch, step, elapsed, state = self._restore(resume, state, best)
+            resumed_from = {"epoch": epoch, "step": step}
         log_every = tr["log_every"]
         epochs = int(tr["epochs"])
         max_steps = tr["max_steps"]
@@ -311,6 +314,7 @@ class Trainer:
                         idx = idx_dev[b * self.batch:(b + 1) * self.batch]
                         Xb, yb = X[idx], y[idx]
                     state = self.stepper.step(Xb, yb, drop_rng, state)
+                    failpoint("step")
                     step += 1
                     samples += int(Xb.shape[0])
                     if isinstance(log_every, int) and step % log_every == 0:
@@ -349,7 +353,11 @@ class Trainer:
             final.update({k: float(v) for k, v in zip(metrics, values, strict=True)})
         final.update({"epochs": epoch, "steps": step,
                       "best_epoch": best["epoch"] if es is not None else epoch})
-        extra = {"warnings": self.stepper.warnings} if self.stepper.warnings else {}
+        extra: dict[str, Any] = {}
+        if self.stepper.warnings:
+            extra["warnings"] = self.stepper.warnings
+        if resumed_from is not None:
+            extra["resumed_from"] = resumed_from
         return Outcome(status=status, final=final, params=net.size, arrays=net.arrays(),
                        initial=initial_arrays, run_s=run_s, samples=samples, error=error,
                        last_rows=last_rows, progress=progress, extra=extra)
