@@ -73,7 +73,9 @@ def expand(spec: dict[str, Any], user_batch: bool = True) -> NewJob:
     if spec["kind"] == "train":
         k = spec["data"]["folds"]
         for i in range(k):
-            c = _child(spec, _fold=[k, i], _arm=f"fold {i}")
+            # one arm whose samples are the folds (as a comparison's are its seeds), so the
+            # report gives the mean over folds with its interval
+            c = _child(spec, _fold=[k, i], _arm=spec["optimizer"]["name"])
             children.append(NewJob(c, "train", spec["name"], spec["seed"], spec["optimizer"],
                                    queue))
         return NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)

@@ -90,7 +90,7 @@ def _plot_grids(arms: list[dict[str, Any]], path: Path) -> Path:
         if numeric:
             order = sorted(range(len(xs)), key=lambda i: xs[i])
             ax.plot([xs[i] for i in order], [ys[i] for i in order], "o-")
-            if all(x > 0 for x in xs) and max(xs) / min(xs) > 20:
+            if xs and all(x > 0 for x in xs) and max(xs) / min(xs) > 20:  # none: all failed
                 ax.set_xscale("log")
         else:
             ax.plot(range(len(xs)), ys, "o")

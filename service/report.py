@@ -82,12 +82,16 @@ def build_report(parent_id: str) -> dict[str, Any]:
     counts: dict[str, int] = defaultdict(int)
     tuned = json.loads(parent.progress or "{}").get("tuning", {})
     tune_counts: dict[str, int] = defaultdict(int)
+    tune_bad: dict[str, dict[str, int]] = defaultdict(dict)
     for job, res in kids:
         cspec = json.loads(job.spec)
         label = cspec.get("_arm") or cspec["optimizer"]["name"]
         if cspec.get("_phase") == "tune":  # tuning runs choose a setting; they are not pooled
             tune_counts[label] += 1
-            counts[JobStatus(job.status).value] += 1
+            status = JobStatus(job.status).value
+            counts[status] += 1
+            if status in ("failed", "diverged", "cancelled"):
+                tune_bad[label][status] = tune_bad[label].get(status, 0) + 1
             continue
         if label not in arms:
             order.append(label)
@@ -96,6 +100,8 @@ def build_report(parent_id: str) -> dict[str, Any]:
         arm = arms[label]
         status = JobStatus(job.status).value
         counts[status] += 1
+        if status in ("queued", "running"):
+            continue  # not finished yet: the report is marked partial, nothing is excluded
         if status != "succeeded" or res is None:
             arm["excluded"][status] = arm["excluded"].get(status, 0) + 1
             continue
@@ -176,6 +182,11 @@ def build_report(parent_id: str) -> dict[str, Any]:
         if a.get("excluded"):
             ex = ", ".join(f"{v} {k}" for k, v in a["excluded"].items())
             notes.append(f"{a['optimizer']}: statistics over {a['n']} runs; excluded {ex}")
+        if tune_bad.get(a["optimizer"]):  # tuning runs are never pooled, but say what failed
+            ex = ", ".join(f"{v} {k}" for k, v in tune_bad[a["optimizer"]].items())
+            notes.append(f"{a['optimizer']}: tuning runs left out of the grid: {ex}")
+        if a.get("tuning") and a["tuning"].get("chosen") is None:
+            notes.append(f"{a['optimizer']}: no grid setting finished tuning; no final runs")
     rep: dict[str, Any] = {
         "id": parent.id, "status": JobStatus(parent.status).value, "metric": metric,
         "lower_is_better": low, "arms": out_arms, "better": better, "paired": paired,
