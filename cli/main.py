@@ -48,7 +48,10 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), EXIT_USAGE)
         except (JobNotFound, queries.AmbiguousJob, InvalidTransition, LookupError,
                 ValueError) as exc:
-            _fail(str(exc).strip("'\""), EXIT_USAGE)
+            # a KeyError's str() is the repr of its key; take the message itself instead
+            # (stripping quotes off str() ate the closing quote of "no job with id 'x'")
+            _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc),
+                  EXIT_USAGE)
         except (ServiceUnavailable, SchemaError) as exc:
             _fail(str(exc), EXIT_SERVICE)
 
@@ -89,13 +92,12 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"job {ids[0]}", err=True)
     if len(ids) == 1:
         execute(ids[0], worker=f"{host}-local", observer=progress)
-    done = 0
     while len(ids) > 1 and (todo := jobs.queued_children(ids[0])):
-        # a grid's final runs appear when its tuning runs are done: keep going until none
-        for job_id in todo:
-            done += 1
-            progress.label(f"[{done}] child {job_id}")
-            execute(job_id, worker=f"{host}-local", observer=progress)
+        # a grid's final runs appear when its tuning runs are done: keep going until none.
+        # A child takes the queued siblings that can train beside it as stacked replicas
+        # (as a worker does), so the queue is read again after each run.
+        progress.label(f"child {todo[0]} ({len(todo)} queued)")
+        execute(todo[0], worker=f"{host}-local", observer=progress)
     progress.done()
     doc = queries.result(ids[0])
     if doc["kind"] == "compare":
@@ -319,13 +321,14 @@ def retry(job: str, as_json: bool) -> None:
     """Run a failed, diverged or cancelled job again."""
     from gradq.service.celery_app import ping_broker, send_job
 
+    job_id = queries.resolve_id(job)  # an unknown id is a usage error, broker or not
     ping_broker()
-    todo = jobs.retry(queries.resolve_id(job))
+    todo = jobs.retry(job_id)
     for job_id, queue, prio in todo:
         send_job(job_id, queue, prio)
     jobs.mark_enqueued([t[0] for t in todo])
     if as_json:
-        emit_json({"id": queries.resolve_id(job), "status": "queued",
+        emit_json({"id": job_id, "status": "queued",
                    "requeued": [t[0] for t in todo]})
     else:
         click.echo(f"requeued {len(todo)} job(s)", err=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +34,7 @@ from .models import (
     Result,
     utcnow,
 )
+from .settings import get_settings
 
 
 class LeaseLost(RuntimeError):
@@ -189,11 +190,70 @@ def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
         return Lease(job_id, job.lease_token, worker, job.attempts)
 
 
+def claim_siblings(parent_id: str, worker: str, match: Callable[[dict[str, Any]], bool],
+                   limit: int, url: str | None = None) -> list[Lease]:
+    """Claim up to ``limit`` queued children of ``parent_id`` whose spec ``match`` accepts.
+
+    For batched replicas (``workers.replicas``): a worker that runs one child of a
+    comparison takes siblings that can train beside it. Each claim is the same
+    compare-and-set as ``claim``, so each sibling gets its own lease and fencing token and
+    one that another worker won in the meantime is simply skipped. A child with a
+    checkpoint is left alone: it resumes on its own.
+    """
+    if limit <= 0:
+        return []
+    leases: list[Lease] = []
+    with session_scope(url) as s:
+        has_checkpoint = sa.exists().where(Checkpoint.job_id == Job.id)
+        rows = s.execute(sa.select(Job.id, Job.spec)
+                         .where(Job.parent_id == parent_id, Job.status == JobStatus.QUEUED,
+                                Job.kind == "train", Job.cancel_requested.is_(False),
+                                ~has_checkpoint)
+                         .order_by(Job.created_at, Job.id)).all()
+        now = utcnow()
+        for row in rows:
+            if len(leases) >= limit:
+                break
+            if not match(json.loads(row.spec)):
+                continue
+            res = s.execute(
+                sa.update(Job)
+                .where(Job.id == row.id, Job.status == JobStatus.QUEUED,
+                       Job.cancel_requested.is_(False))
+                .values(status=JobStatus.RUNNING, lease_token=Job.lease_token + 1,
+                        worker=worker, heartbeat_at=now, attempts=Job.attempts + 1,
+                        started_at=sa.func.coalesce(Job.started_at, now))
+                .execution_options(synchronize_session=False))
+            if res.rowcount != 1:
+                continue
+            token, attempts = s.execute(sa.select(Job.lease_token, Job.attempts)
+                                        .where(Job.id == row.id)).one()
+            leases.append(Lease(row.id, token, worker, attempts))
+    return leases
+
+
+def _bound_idle_lock(session: Session) -> None:
+    """On PostgreSQL, let the server end this transaction's session if it idles for a
+    lease (once per transaction).
+
+    The fencing UPDATE holds the job's row lock until commit. A worker frozen in between
+    (SIGSTOP, a paused VM) would hold it forever, and the sweeper's hand-over UPDATE — and
+    with it every later sweep — would wait on it. Ended by the server, the frozen writes roll
+    back, the job is handed over, and the woken worker finds its lease lost.
+    """
+    if session.info.get("gradq_idle_bound") or session.get_bind().dialect.name != "postgresql":
+        return
+    ms = max(1000, int(get_settings().lease_s * 1000))
+    session.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {ms}"))
+    session.info["gradq_idle_bound"] = True
+
+
 def fence(session: Session, lease: Lease) -> bool:
     """Renew the lease inside ``session``'s transaction; return whether cancel was requested.
 
     Raises ``LeaseLost`` if the job is no longer running under this token.
     """
+    _bound_idle_lock(session)
     res = session.execute(
         sa.update(Job)
         .where(Job.id == lease.job_id, Job.lease_token == lease.token,
@@ -238,16 +298,45 @@ def _metric_rows(job_id: str, rows: Iterable[tuple[str, int, float, float, float
 def insert_metrics(session: Session, job_id: str,
                    rows: Iterable[tuple[str, int, float, float, float]]) -> None:
     """Insert metric points, ignoring (job, name, step) already stored (a resumed job)."""
-    values = _metric_rows(job_id, rows)
+    _insert_metric_values(session, _metric_rows(job_id, rows))
+
+
+_METRIC_COLUMNS = ("job_id", "name", "step", "epoch", "time_s", "value", "special")
+_COPY_FROM = 64  # rows from which PostgreSQL gets them by COPY rather than INSERTs
+
+
+def _insert_metric_values(session: Session, values: list[dict[str, Any]]) -> None:
     if not values:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        if bind.dialect.driver == "psycopg" and len(values) >= _COPY_FROM:
+            _copy_metric_values(session, values)
+            return
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     stmt = insert(Metric).on_conflict_do_nothing(index_elements=["job_id", "name", "step"])
     session.execute(stmt, values)
+
+
+def _copy_metric_values(session: Session, values: list[dict[str, Any]]) -> None:
+    """Many points into PostgreSQL at COPY speed, still idempotent on (job, name, step):
+    COPY into a temporary table of this connection, then one INSERT … SELECT … ON CONFLICT
+    DO NOTHING into ``metrics`` — all inside the caller's transaction."""
+    cols = ", ".join(_METRIC_COLUMNS)
+    raw = session.connection().connection.driver_connection  # psycopg.Connection
+    with raw.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS metrics_incoming ("
+                    "job_id varchar(32), name varchar(64), step integer, "
+                    "epoch double precision, time_s double precision, "
+                    "value double precision, special varchar(8)) ON COMMIT DELETE ROWS")
+        with cur.copy(f"COPY metrics_incoming ({cols}) FROM STDIN") as copy:
+            for v in values:
+                copy.write_row(tuple(v[c] for c in _METRIC_COLUMNS))
+        cur.execute(f"INSERT INTO metrics ({cols}) SELECT {cols} FROM metrics_incoming "
+                    "ON CONFLICT (job_id, name, step) DO NOTHING")
+        cur.execute("DELETE FROM metrics_incoming")  # a second call in this transaction
 
 
 def log(lease: Lease, rows: Sequence[tuple[str, int, float, float, float]],
@@ -261,19 +350,67 @@ def log(lease: Lease, rows: Sequence[tuple[str, int, float, float, float]],
         return cancel
 
 
+def log_many(entries: Sequence[tuple[Lease, Sequence[tuple[str, int, float, float, float]],
+                                      dict[str, Any]]],
+             url: str | None = None) -> list[bool | None]:
+    """``log`` for several jobs (batched replicas) in one transaction.
+
+    Each entry is (lease, rows, progress) and is fenced by its own lease; one whose lease
+    was lost writes nothing and gets None, the others their cancel flag.
+    """
+    out: list[bool | None] = []
+    with session_scope(url) as s:
+        values: list[dict[str, Any]] = []
+        for lease, rows, progress in entries:
+            try:
+                cancel = fence(s, lease)
+            except LeaseLost:
+                out.append(None)
+                continue
+            values.extend(_metric_rows(lease.job_id, rows))
+            s.execute(sa.update(Job).where(Job.id == lease.job_id)
+                      .values(progress=_dumps(progress))
+                      .execution_options(synchronize_session=False))
+            out.append(cancel)
+        _insert_metric_values(s, values)
+    return out
+
+
 def save_checkpoint(lease: Lease, epoch: int, step: int, data: bytes, keep: int = 1,
                     url: str | None = None) -> None:
     """Store a checkpoint and drop all but the newest ``keep``."""
     with session_scope(url) as s:
         fence(s, lease)
-        s.execute(sa.delete(Checkpoint).where(Checkpoint.job_id == lease.job_id,
-                                              Checkpoint.step == step))
-        s.add(Checkpoint(job_id=lease.job_id, epoch=epoch, step=step, data=data))
-        s.flush()
-        old = s.execute(sa.select(Checkpoint.id).where(Checkpoint.job_id == lease.job_id)
-                        .order_by(Checkpoint.step.desc()).offset(keep)).scalars().all()
-        if old:
-            s.execute(sa.delete(Checkpoint).where(Checkpoint.id.in_(old)))
+        _save_checkpoint(s, lease, epoch, step, data, keep)
+
+
+def save_checkpoints(entries: Sequence[tuple[Lease, int, int, bytes]], keep: int = 1,
+                     url: str | None = None) -> list[bool]:
+    """``save_checkpoint`` for several jobs in one transaction, each (lease, epoch, step,
+    data) fenced by its own lease; returns per entry whether it was stored (False: lost)."""
+    out: list[bool] = []
+    with session_scope(url) as s:
+        for lease, epoch, step, data in entries:
+            try:
+                fence(s, lease)
+            except LeaseLost:
+                out.append(False)
+                continue
+            _save_checkpoint(s, lease, epoch, step, data, keep)
+            out.append(True)
+    return out
+
+
+def _save_checkpoint(s: Session, lease: Lease, epoch: int, step: int, data: bytes,
+                     keep: int) -> None:
+    s.execute(sa.delete(Checkpoint).where(Checkpoint.job_id == lease.job_id,
+                                          Checkpoint.step == step))
+    s.add(Checkpoint(job_id=lease.job_id, epoch=epoch, step=step, data=data))
+    s.flush()
+    old = s.execute(sa.select(Checkpoint.id).where(Checkpoint.job_id == lease.job_id)
+                    .order_by(Checkpoint.step.desc()).offset(keep)).scalars().all()
+    if old:
+        s.execute(sa.delete(Checkpoint).where(Checkpoint.id.in_(old)))
 
 
 def latest_checkpoint(job_id: str, url: str | None = None) -> tuple[int, int, bytes] | None:
@@ -348,8 +485,15 @@ def _settle_parent(s: Session, job_id: str) -> list[str]:
     parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
     if parent_id is None:
         return []
-    # lock the parent row so that two children finishing at once serialize here
-    parent = s.execute(sa.select(Job).where(Job.id == parent_id).with_for_update()).scalar_one()
+    # lock the parent row so that two children finishing at once serialize here. FOR NO KEY
+    # UPDATE, not FOR UPDATE: each child's own status update already holds a KEY SHARE lock
+    # on the parent (PostgreSQL's foreign-key check on parent_id), which FOR UPDATE would
+    # wait on, so two children finishing together deadlocked.
+    # populate_existing: read the locked row afresh, not the session's copy (cancel() has
+    # the parent loaded from before its own UPDATE, and settled a cancelled one as failed)
+    parent = s.execute(sa.select(Job).where(Job.id == parent_id)
+                       .with_for_update(key_share=True)
+                       .execution_options(populate_existing=True)).scalar_one()
     if JobStatus(parent.status) in FINISHED:
         return []
     counts = dict(s.execute(sa.select(Job.status, sa.func.count())

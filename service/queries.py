@@ -107,6 +107,8 @@ def status(job_id: str, url: str | None = None) -> dict[str, Any]:
         doc = _document(s, job)
         if doc["extra"] is None:
             doc.pop("extra")
+        if doc["arm"] is None:
+            doc.pop("arm")
         progress = json.loads(job.progress or "{}")
         if job.kind == "compare":
             counts = dict(s.execute(sa.select(Job.status, sa.func.count())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -23,14 +24,15 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("GRADQ_HOME", "~/.gradq")).expanduser()
+        # an empty variable means unset, as for the numbers below
+        home = Path(os.environ.get("GRADQ_HOME") or "~/.gradq").expanduser()
         device = os.environ.get("GRADQ_DEVICE", "auto")
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"GRADQ_DEVICE: {device!r} is not one of auto, cuda, cpu")
         return cls(
             home=home,
             database_url=os.environ.get("GRADQ_DATABASE_URL") or f"sqlite:///{home / 'gradq.db'}",
-            broker_url=os.environ.get("GRADQ_BROKER_URL", "redis://localhost:6379/0"),
+            broker_url=os.environ.get("GRADQ_BROKER_URL") or "redis://localhost:6379/0",
             device=device,
             lease_s=_number("GRADQ_LEASE_S", 60.0, float, 0.5),
             max_attempts=_number("GRADQ_MAX_ATTEMPTS", 3, int, 1),
@@ -46,7 +48,10 @@ def _number(name: str, default: float, kind: type, minimum: float) -> float:
     try:
         value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}: {raw!r} is not a {kind.__name__}") from None
+        article = "an" if kind is int else "a"
+        raise ValueError(f"{name}: {raw!r} is not {article} {kind.__name__}") from None
+    if not math.isfinite(value):  # nan would pass the minimum check; inf breaks timedelta
+        raise ValueError(f"{name}: {raw!r} is not a finite number")
     if value < minimum:
         raise ValueError(f"{name}: {raw} is below the minimum {minimum}")
     return value
@@ -57,7 +62,9 @@ def get_settings() -> Settings:
     return Settings.from_env()
 
 
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
+# The password runs to the last "@" of the authority (urllib and redis-py read
+# "redis://:p@ss@host" as password "p@ss"), so it may hold a raw "@" but no "/".
+_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^/\s]*)@")
 
 
 def redact(text: str) -> str:

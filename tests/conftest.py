@@ -59,6 +59,7 @@ def pg_url(monkeypatch: pytest.MonkeyPatch) -> str:
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()  # hold no connection during the test: a PostgreSQL restart must not break it
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     monkeypatch.setenv("GRADQ_DATABASE_URL", url)
     yield url

@@ -39,7 +39,7 @@ class Member:
 def plan(gpus: list[int] | None, cpu: bool, queues: tuple[str, ...] | None,
          concurrency: int) -> list[Member]:
     """Which processes to start: one per GPU, and/or one CPU worker of ``concurrency``."""
-    host = socket.gethostname()
+    host = f"{socket.gethostname()}-{os.getpid()}"  # unique per pool: Flower tells them apart
     members: list[Member] = []
     cores = os.cpu_count() or 1
     for g in gpus or []:
