@@ -85,6 +85,8 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
     from gradq.workers.runner import execute
 
     prepared = submit_service.prepare(spec, sets)
+    for w in prepared.warnings:
+        click.echo(f"warning: {w}", err=True)
     ids = submit_service.create(prepared)
     progress = Progress()
     host = socket.gethostname()
@@ -119,7 +121,8 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
 @handle_errors
 def submit(spec: Path, sets: tuple[str, ...], priority: int, as_json: bool) -> None:
     """Validate, store and enqueue SPEC; print the job id."""
-    ids = submit_service.submit(spec, sets, priority=priority)
+    ids = submit_service.submit(spec, sets, priority=priority,
+                                warn=lambda w: click.echo(f"warning: {w}", err=True))
     doc: dict[str, Any] = {"id": ids[0], "status": "queued"}
     if len(ids) > 1:
         doc["children"] = ids[1:]

@@ -7,6 +7,7 @@ here into its child jobs (SPEC §4 ``compare``, §8).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from .celery_app import ping_broker, send_job
 from .compare import expand
 from .datasets import fetch_dataset_bytes, read_user_file, registered
 from .settings import get_settings
-from .spec import SpecError, apply_overrides, load_spec_file, validate
+from .spec import (
+    FULL_BATCH_OPTIMIZERS,
+    SpecError,
+    apply_overrides,
+    load_spec_file,
+    validate,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Prepared:
     job: jobs.NewJob
     dataset: tuple[str, bytes, str] | None  # (hash, canonical bytes, source) of a file
     dataset_hash: str | None
+    warnings: tuple[str, ...] = ()  # see ``warnings``: runs as asked, but not as intended
 
 
 def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepared:
@@ -62,7 +70,46 @@ def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepare
     user_batch = isinstance(raw.get("training"), dict) and "batch_size" in raw["training"]
     if spec["kind"] == "compare":
         spec["_user_batch"] = user_batch  # the grid's final runs are planned later
-    return Prepared(spec, expand(spec, user_batch), dataset, digest)
+    return Prepared(spec, expand(spec, user_batch), dataset, digest,
+                    warnings=tuple(warnings(spec)))
+
+
+# Methods whose every step assumes the whole objective: line searches and curvature pairs
+# (second order), Jacobs' sign test (delta_bar_delta). closed_form takes no batches at all.
+_FULL_BATCH_RULES = FULL_BATCH_OPTIMIZERS - {"closed_form"}
+
+
+def warnings(spec: dict[str, Any]) -> list[str]:
+    """What a validated spec asks for that will run, but not as the method intends (SPEC §5).
+
+    A line-search or second-order method, or delta_bar_delta, on minibatches; and newton,
+    whose full Hessian costs O(k²) memory and O(k³) time in the k parameters. A comparison's
+    arms are judged with the batch size ``expand`` gives them. Pure: reads the spec only.
+    """
+    batch = spec["training"]["batch_size"]
+    if spec["kind"] == "compare" and spec.get("compare"):
+        user_batch = bool(spec.get("_user_batch", True))
+        runs = [(arm["name"], "full" if arm["name"] in FULL_BATCH_OPTIMIZERS
+                 and not user_batch else batch) for arm in spec["compare"]["optimizers"]]
+    else:
+        runs = [(spec["optimizer"]["name"], batch)]
+    out = []
+    for name, size in dict.fromkeys(runs):  # each (optimizer, batch) once, in order
+        if name not in _FULL_BATCH_RULES or size == "full":
+            continue
+        if name == "delta_bar_delta":
+            why = ("Jacobs' rule reads sign changes of the gradient, and minibatch noise "
+                   "makes them up")
+        else:
+            why = ("its line searches and curvature estimates see a new sample each step, "
+                   "so they are noisy and the loss may rise")
+        out.append(f"{name} on minibatches of {size}: {why}; it is meant for "
+                   "training.batch_size: full (its default)")
+    if any(name == "newton" for name, _ in runs):
+        out.append("newton builds the full k×k Hessian from k Hessian-vector products and "
+                   "factors it: O(k²) memory and O(k³) time per step in the k parameters "
+                   "(models above max_params are refused); lbfgs or cg_pr scale further")
+    return out
 
 
 def _looks_like_path(name: str) -> bool:
@@ -107,12 +154,15 @@ def create(prepared: Prepared, *, priority: int = 0) -> list[str]:
                             dataset_hash=prepared.dataset_hash)
 
 
-def submit(path: str | Path, sets: list[str] | tuple[str, ...] = (), *, priority: int = 0
-           ) -> list[str]:
+def submit(path: str | Path, sets: list[str] | tuple[str, ...] = (), *, priority: int = 0,
+           warn: Callable[[str], None] | None = None) -> list[str]:
     """Validate, store and enqueue. The broker is checked first, so a submit that cannot be
     enqueued stores nothing; should it fail between store and publish, the sweeper
-    publishes the stored jobs later."""
+    publishes the stored jobs later. ``warn`` receives the spec's warnings."""
     prepared = prepare(path, sets)
+    for w in prepared.warnings:
+        if warn is not None:
+            warn(w)
     ping_broker()
     ids = create(prepared, priority=priority)
     todo = jobs.runnable(ids)
