@@ -5,7 +5,9 @@ real part of its input, so the same code runs on complex arrays: ``gradq.nn.netw
 the complex step (``f(x + i·h·v)``) to get exact Hessian–vector products.
 
 At 0 the rectifiers are not differentiable; we use the one-sided derivative from the left
-(relu'(0) = 0, leaky_relu'(0) = 0.01, abs'(0) = 0, prelu'(0) = a), as every framework does.
+(relu'(0) = 0, leaky_relu'(0) = 0.01, prelu'(0) = a), as every framework does, except for
+abs, whose left derivative would be −1: abs'(0) = sign(0) = 0, the subgradient in the middle
+of [−1, 1].
 """
 
 from __future__ import annotations

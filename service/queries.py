@@ -64,7 +64,8 @@ def _document(s: sa.orm.Session, job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "status": JobStatus(job.status).value,
         "name": job.name, "parent": job.parent_id, "seed": job.seed,
-        "optimizer": _optimizer_summary(json.loads(job.optimizer)),
+        "optimizer": ({"name": "smo"} if spec.get("model", {}).get("kind") == "kernel_svm"
+                      else _optimizer_summary(json.loads(job.optimizer))),
         "arm": spec.get("_arm"),
         "device": job.device, "worker": job.worker, "attempts": job.attempts,
         "params": res.params if res else None,

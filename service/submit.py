@@ -131,6 +131,9 @@ def check_fit(spec: dict[str, Any], ds: Dataset) -> None:
                         f"(this dataset has {n_classes or 'no'} classes)")
     if output == "linear" and task == "classification":
         raise SpecError("model.output", "linear needs a regression task")
+    if spec["model"]["kind"] == "kernel_svm" and task != "classification":
+        raise SpecError("model.kind", "kernel_svm is a classifier: it needs a classification "
+                        "task")
     if spec["optimizer"]["name"] == "closed_form" and task != "regression":
         raise SpecError("optimizer.name", "closed_form solves least squares: it needs a "
                         "regression task and a linear output")
