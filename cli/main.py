@@ -464,6 +464,9 @@ def _print_compare(job_id: str, as_json: bool, png: Path | None = None) -> None:
     from gradq.service.report import build_report
 
     rep = build_report(job_id)
+    if rep.get("kind") == "bagging":
+        _print_bagging(rep, as_json)
+        return
     if png:
         from gradq.service.plots import plot_report
 
@@ -498,6 +501,22 @@ def _print_compare(job_id: str, as_json: bool, png: Path | None = None) -> None:
     if rep.get("notes"):
         for n in rep["notes"]:
             click.echo(f"note: {n}")
+
+
+def _print_bagging(rep: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(rep)
+        return
+    table([(f"member {i}", m["test_error"], m["test_loss"], m.get("test_accuracy"))
+           for i, m in enumerate(rep["members"])]
+          + [("ensemble", rep["ensemble"]["test_error"], rep["ensemble"]["test_loss"],
+              rep["ensemble"].get("test_accuracy"))],
+          ("model", "test_error", "test_loss", "test_accuracy"))
+    k = rep["models"]
+    click.echo(f"members' error variance v = {fmt(rep['v'])}, covariance c = {fmt(rep['c'])}")
+    click.echo(f"predicted ensemble error (1/k)v + ((k-1)/k)c with k={k}: "
+               f"{fmt(rep['predicted_error'])}; observed: {fmt(rep['observed_error'])}; "
+               f"mean member error: {fmt(rep['mean_member_error'])}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,8 +68,35 @@ def _load(parent_id: str) -> tuple[Job, list[tuple[Job, Result | None]], dict]:
     return parent, [(k, results.get(k.id)) for k in kids], curves
 
 
+def bagging_report(job_id: str) -> dict[str, Any]:
+    """A bagging job's ensemble against its members (Goodfellow et al., §7.11).
+
+    With ε_i member i's error on an example, v = E[ε_i²] and c = E[ε_i ε_j] (i ≠ j), the
+    ensemble's expected squared error is (1/k)v + ((k−1)/k)c: it shrinks towards c as k
+    grows, and to v/k when the members' errors are uncorrelated.
+    """
+    with session_scope() as s:
+        job = resolve(s, job_id)
+        res = s.get(Result, job.id)
+        status = JobStatus(job.status).value
+        jid = job.id
+    extra = json.loads(res.extra) if res is not None else {}
+    if "bagging" not in extra:
+        raise ValueError(f"job {jid} is a train job without bagging; report is for "
+                         "comparisons (kind: compare or data.folds) and bagging jobs")
+    b = extra["bagging"]
+    return {"id": jid, "kind": "bagging", "status": status, "models": b["models"],
+            "members": b["members"], "ensemble": b["ensemble"], "v": b["v"], "c": b["c"],
+            "predicted_error": b["predicted_error"], "observed_error": b["observed_error"],
+            "mean_member_error": float(np.mean([m["test_error"] for m in b["members"]]))}
+
+
 def build_report(parent_id: str) -> dict[str, Any]:
     """The SPEC §6 report document, readable while the comparison runs (marked partial)."""
+    with session_scope() as s:
+        kind = resolve(s, parent_id).kind
+    if kind == "train":
+        return bagging_report(parent_id)
     parent, kids, curves = _load(parent_id)
     spec = json.loads(parent.spec)
     cmp = spec.get("compare") or {}
