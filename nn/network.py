@@ -17,6 +17,7 @@ valid on complex arrays; rectifier kinks have measure zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -72,7 +73,7 @@ class Slot:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
 
 def layout(arch: Architecture) -> tuple[list[Slot], int, int]:
@@ -114,6 +115,43 @@ class Cache:
     act_out: list[Array] = field(default_factory=list)
     masks: list[Array | None] = field(default_factory=list)  # dropout masks, scaled
     input_mask: Array | None = None
+    buffers: Buffers | None = None  # where backward writes, when forward reused buffers
+
+
+class Buffers:
+    """Arrays kept between training steps, one set per (role, shape, dtype) (SPEC §9).
+
+    The training loop calls ``loss_and_grad`` on batches of one or two shapes thousands of
+    times; writing every product and activation into the same arrays (``out=``) spares the
+    allocator and, on the CPU, the page faults of fresh large arrays. ``get`` hands out the
+    array for a role; a later call with the same role, shape and dtype returns it again,
+    overwritten — so only callers that finish with a result before the next call use them.
+    """
+
+    def __init__(self, xp: ModuleType) -> None:
+        self.xp = xp
+        self.arrays: dict[tuple, Array] = {}
+
+    def get(self, role: Any, shape: tuple[int, ...], dtype: Any) -> Array:
+        key = (role, shape, np.dtype(dtype).str)
+        a = self.arrays.get(key)
+        if a is None:
+            if len(self.arrays) > 256:  # many shapes (e.g. growing batches): start afresh
+                self.arrays.clear()
+            a = self.arrays[key] = self.xp.empty(shape, dtype=dtype)
+        return a
+
+
+def _product_shape(a: Array, b: Array) -> tuple[int, ...]:
+    """Shape of ``a @ b`` with leading (replica) axes broadcast."""
+    if a.ndim == 2 and b.ndim == 2:
+        return (a.shape[0], b.shape[1])
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return (*lead, a.shape[-2], b.shape[-1])
+
+
+def _product_dtype(a: Array, b: Array) -> Any:
+    return a.dtype if a.dtype == b.dtype else np.result_type(a, b)
 
 
 class Network:
@@ -142,6 +180,8 @@ class Network:
         if n_bn:
             self.running[..., n_bn:] = 1.0
         self.output = OUTPUTS[arch.output]
+        self.buffers = Buffers(xp)
+        self._cached_views: list[tuple[Array, dict[str, Array]]] = []
 
     # ----------------------------------------------------------------- views
     def view(self, flat: Array, name: str) -> Array:
@@ -149,6 +189,18 @@ class Network:
         s = self._slot[name]
         lead = flat.shape[:-1]
         return flat[..., s.offset : s.offset + s.size].reshape(*lead, *s.shape)
+
+    def views(self, flat: Array) -> dict[str, Array]:
+        """Every named view of ``flat``; those of ``params`` and ``grads`` are made once."""
+        for base, named in self._cached_views:
+            if base is flat:
+                return named
+        named = {s.name: self.view(flat, s.name) for s in self.slots}
+        if flat is self.params or flat is self.grads:
+            self._cached_views = [(b, v) for b, v in self._cached_views
+                                  if b is self.params or b is self.grads]
+            self._cached_views.append((flat, named))
+        return named
 
     def running_view(self, i: int) -> tuple[Array, Array]:
         """(mean, var) running statistics of hidden layer ``i``, as (…, 1, h) views."""
@@ -174,6 +226,7 @@ class Network:
         params: Array | None = None,
         update_running: bool = False,
         dropout: bool = True,
+        reuse: bool = False,
     ) -> tuple[Array, Cache]:
         """Return the output pre-activations z and the cache for ``backward``.
 
@@ -181,34 +234,50 @@ class Network:
         otherwise running statistics and no dropout (inverted dropout keeps the expected
         input of each unit the same in both modes). ``dropout=False`` keeps batch
         statistics but switches dropout off (a deterministic training-mode objective).
+        ``reuse`` writes into ``self.buffers`` (see ``Buffers``): z and the cache are then
+        overwritten by the next reusing call on a batch of the same shape.
         """
+        xp = self.xp
         p = self.params if params is None else params
+        v = self.views(p)
         arch = self.arch
-        cache = Cache()
+        buffers = self.buffers if reuse else None
+        # in-place rectification needs real numbers (the complex step compares real parts)
+        in_place = reuse and not xp.iscomplexobj(p) and not xp.iscomplexobj(X)
+        cache = Cache(buffers=buffers)
         h = X
         if train and dropout and arch.dropout_input > 0:
             cache.input_mask = self._mask(h.shape, arch.dropout_input, rng)
             h = h * cache.input_mask
         for i in range(self.n_layers):
-            W = self.view(p, f"W{i}")
+            W = v[f"W{i}"]
             cache.inputs.append(h)
-            z = h @ W
+            out = None
+            if buffers is not None:
+                out = buffers.get(("z", i), _product_shape(h, W), _product_dtype(h, W))
+            z = xp.matmul(h, W, out=out)  # a fresh array, or this layer's buffer: ours
             hidden = i < len(arch.hidden)
             if hidden and arch.batch_norm:
                 cache.pre.append(z)
                 z = self._bn_forward(p, i, z, train, cache, update_running)
             else:
-                z = z + self.view(p, f"b{i}")
+                z += v[f"b{i}"]
                 cache.pre.append(z)
                 cache.bn.append(None)
                 cache.bn_stats.append(None)
             if not hidden:
                 return z, cache
-            cache.act_in.append(z)
             name = arch.activations[i]
             if name == "prelu":
-                a = prelu(z, self.view(p, f"alpha{i}"))
+                cache.act_in.append(z)
+                a = prelu(z, v[f"alpha{i}"])
+            elif name == "relu" and in_place:
+                # max(0, z) written over z: relu'(z) = [a > 0] needs only a, so a stands in
+                # for z in the cache (its derivative reads the sign of its first argument)
+                a = xp.maximum(z, 0, out=z)
+                cache.act_in.append(a)
             else:
+                cache.act_in.append(z)
                 a = ACTIVATIONS[name].forward(z)
             cache.act_out.append(a)
             if train and dropout and arch.dropout_hidden > 0:
@@ -254,33 +323,46 @@ class Network:
     # ------------------------------------------------------------- backward
     def backward(self, cache: Cache, dz: Array, *, params: Array | None = None,
                  grads: Array | None = None) -> Array:
-        """Back-propagate ∂L/∂z of the output into ``grads`` (overwritten) and return it."""
+        """Back-propagate ∂L/∂z of the output into ``grads`` (overwritten) and return it.
+
+        ``dz`` itself is left as it is; every δ of a hidden layer is an array of this pass
+        (a fresh one, or a reused buffer), so the derivative products are taken in place.
+        """
+        xp = self.xp
         p = self.params if params is None else params
         g = self.grads if grads is None else grads
+        v, gv = self.views(p), self.views(g)
         arch = self.arch
+        buffers = cache.buffers
         for i in reversed(range(self.n_layers)):
             hidden = i < len(arch.hidden)
             if hidden:
                 if cache.masks[i] is not None:
-                    dz = dz * cache.masks[i]
+                    dz *= cache.masks[i]
                 name = arch.activations[i]
                 zin = cache.act_in[i]
                 if name == "prelu":
-                    dz, da = prelu_backward(zin, self.view(p, f"alpha{i}"), dz)
-                    self.view(g, f"alpha{i}")[...] = da
+                    dz, da = prelu_backward(zin, v[f"alpha{i}"], dz)
+                    gv[f"alpha{i}"][...] = da
                 else:
-                    dz = dz * ACTIVATIONS[name].derivative(zin, cache.act_out[i])
+                    dz *= ACTIVATIONS[name].derivative(zin, cache.act_out[i])  # δ ⊙ g'(z)
                 if arch.batch_norm:
                     dz = self._bn_backward(p, g, i, dz, cache)
                 else:
-                    self.view(g, f"b{i}")[...] = dz.sum(axis=-2, keepdims=True)
+                    _sum_rows(dz, gv[f"b{i}"])  # ∂L/∂b = Σ_rows δ
             else:
-                self.view(g, f"b{i}")[...] = dz.sum(axis=-2, keepdims=True)
+                _sum_rows(dz, gv[f"b{i}"])
             x = cache.inputs[i]
-            W = self.view(p, f"W{i}")
-            self.view(g, f"W{i}")[...] = x.swapaxes(-1, -2) @ dz  # ∂L/∂W = xᵀ δ
+            W = v[f"W{i}"]
+            gW = gv[f"W{i}"]
+            xp.matmul(x.swapaxes(-1, -2), dz, out=gW)  # ∂L/∂W = xᵀ δ, into the gradient
             if i > 0:
-                dz = dz @ W.swapaxes(-1, -2)  # ∂L/∂x = δ Wᵀ
+                WT = W.swapaxes(-1, -2)
+                out = None
+                if buffers is not None:
+                    out = buffers.get(("dx", i), _product_shape(dz, WT),
+                                      _product_dtype(dz, WT))
+                dz = xp.matmul(dz, WT, out=out)  # ∂L/∂x = δ Wᵀ
         return g
 
     def _bn_backward(self, p: Array, g: Array, i: int, dout: Array, cache: Cache) -> Array:
@@ -315,11 +397,17 @@ class Network:
         grads: Array | None = None,
         update_running: bool = False,
     ) -> Array:
-        """Data loss; its gradient is written into ``grads`` (default ``self.grads``)."""
+        """Data loss; its gradient is written into ``grads`` (default ``self.grads``).
+
+        The training loop's call: intermediate arrays live in ``self.buffers``.
+        """
         z, cache = self.forward(X, train=train, rng=rng, params=params,
-                                update_running=update_running)
-        loss = self.output.forward(z, y)
-        self.backward(cache, self.output.gradient(z, y), params=params, grads=grads)
+                                update_running=update_running, reuse=True)
+        if self.arch.output == "softmax" and not self.xp.iscomplexobj(z):
+            loss, dz = _softmax_cross_entropy(z, y)
+        else:
+            loss, dz = self.output.forward(z, y), self.output.gradient(z, y)
+        self.backward(cache, dz, params=params, grads=grads)
         return loss
 
     def predict(self, X: Array, params: Array | None = None) -> Array:
@@ -329,16 +417,18 @@ class Network:
 
     # --------------------------------------------------------- host access
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every named array on the host, biases as 1-D vectors, batch-norm statistics too."""
+        """Every named array on the host, biases as 1-D vectors, batch-norm statistics too.
+
+        Always copies: a snapshot that later training does not change."""
         out: dict[str, np.ndarray] = {}
         for s in self.slots:
-            a = to_numpy(self.view(self.params, s.name))
+            a = np.array(to_numpy(self.view(self.params, s.name)), copy=True)
             out[s.name] = a.reshape(*a.shape[:-2], a.shape[-1]) if s.shape[0] == 1 else a
         if self.arch.batch_norm:
             for i in range(len(self.arch.hidden)):
                 m, v = self.running_view(i)
-                out[f"running_mean{i}"] = to_numpy(m)[..., 0, :]
-                out[f"running_var{i}"] = to_numpy(v)[..., 0, :]
+                out[f"running_mean{i}"] = np.array(to_numpy(m)[..., 0, :], copy=True)
+                out[f"running_var{i}"] = np.array(to_numpy(v)[..., 0, :], copy=True)
         return out
 
     def set_flat(self, flat: np.ndarray, running: np.ndarray | None = None) -> None:
@@ -346,6 +436,32 @@ class Network:
         self.params[...] = self.xp.asarray(flat, dtype=self.dtype)
         if running is not None:
             self.running[...] = self.xp.asarray(running, dtype=self.dtype)
+
+
+def _sum_rows(a: Array, out: Array) -> None:
+    """out = Σ over the batch axis of ``a`` (rows), keeping that axis: (…, 1, k)."""
+    a.sum(axis=-2, keepdims=True, out=out)
+
+
+def _softmax_cross_entropy(z: Array, y: Array) -> tuple[Array, Array]:
+    """Mean cross-entropy and its gradient (p − onehot(y))/n from one exponential.
+
+    The two rules of ``losses`` (``_ce_forward``, ``_ce_gradient``) fused for the training
+    loop: with m = max z and e = exp(z − m), −log p_y = log Σe + m − z_y. ``z`` (a buffer
+    of the forward pass) is overwritten by the gradient, which is returned.
+    """
+    xp = array_module(z)
+    n = z.shape[-2]
+    m = z.max(axis=-1, keepdims=True)
+    z_y = xp.take_along_axis(z, y[..., None], axis=-1)
+    z -= m
+    e = xp.exp(z, out=z)
+    s = e.sum(axis=-1, keepdims=True)
+    loss = (xp.log(s) + m - z_y).mean(axis=(-2, -1))  # −(1/n) Σ log p(y_i | x_i)
+    e /= s  # p = softmax(z)
+    e -= xp.arange(z.shape[-1]) == y[..., None]  # p − onehot(y)
+    e /= n
+    return loss, e
 
 
 def initial_parameters(

@@ -321,19 +321,37 @@ def _insert_metric_values(session: Session, values: list[dict[str, Any]]) -> Non
 
 
 def _copy_metric_values(session: Session, values: list[dict[str, Any]]) -> None:
-    """Many points into PostgreSQL at COPY speed, still idempotent on (job, name, step):
-    COPY into a temporary table of this connection, then one INSERT … SELECT … ON CONFLICT
-    DO NOTHING into ``metrics`` — all inside the caller's transaction."""
+    """Many points into PostgreSQL at COPY speed, still idempotent on (job, name, step).
+
+    First a plain COPY into ``metrics`` under a savepoint: the common case, where no point
+    is stored yet. If some are (a resumed job writes its last interval again), the COPY
+    fails on the unique constraint, the savepoint is rolled back and the points go the
+    idempotent way: COPY into a temporary table of this connection, then one
+    INSERT … SELECT … ON CONFLICT DO NOTHING. All inside the caller's transaction.
+    """
+    import psycopg
+
     cols = ", ".join(_METRIC_COLUMNS)
+    rows = [tuple(v[c] for c in _METRIC_COLUMNS) for v in values]
     raw = session.connection().connection.driver_connection  # psycopg.Connection
     with raw.cursor() as cur:
+        cur.execute("SAVEPOINT gradq_metrics_copy")
+        try:
+            with cur.copy(f"COPY metrics ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT gradq_metrics_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT gradq_metrics_copy")
+            return
         cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS metrics_incoming ("
                     "job_id varchar(32), name varchar(64), step integer, "
                     "epoch double precision, time_s double precision, "
                     "value double precision, special varchar(8)) ON COMMIT DELETE ROWS")
         with cur.copy(f"COPY metrics_incoming ({cols}) FROM STDIN") as copy:
-            for v in values:
-                copy.write_row(tuple(v[c] for c in _METRIC_COLUMNS))
+            for row in rows:
+                copy.write_row(row)
         cur.execute(f"INSERT INTO metrics ({cols}) SELECT {cols} FROM metrics_incoming "
                     "ON CONFLICT (job_id, name, step) DO NOTHING")
         cur.execute("DELETE FROM metrics_incoming")  # a second call in this transaction
@@ -358,22 +376,35 @@ def log_many(entries: Sequence[tuple[Lease, Sequence[tuple[str, int, float, floa
     Each entry is (lease, rows, progress) and is fenced by its own lease; one whose lease
     was lost writes nothing and gets None, the others their cancel flag.
     """
-    out: list[bool | None] = []
     with session_scope(url) as s:
+        held = _fence_many(s, [lease for lease, _, _ in entries])
         values: list[dict[str, Any]] = []
-        for lease, rows, progress in entries:
-            try:
-                cancel = fence(s, lease)
-            except LeaseLost:
-                out.append(None)
-                continue
-            values.extend(_metric_rows(lease.job_id, rows))
-            s.execute(sa.update(Job).where(Job.id == lease.job_id)
-                      .values(progress=_dumps(progress))
-                      .execution_options(synchronize_session=False))
-            out.append(cancel)
+        progress: list[dict[str, Any]] = []
+        for lease, rows, prog in entries:
+            if lease.job_id in held:
+                values.extend(_metric_rows(lease.job_id, rows))
+                progress.append({"b_id": lease.job_id, "b_progress": _dumps(prog)})
         _insert_metric_values(s, values)
-    return out
+        if progress:
+            jobs_table = Job.__table__
+            s.execute(sa.update(jobs_table).where(jobs_table.c.id == sa.bindparam("b_id"))
+                      .values(progress=sa.bindparam("b_progress")), progress)
+    return [held.get(lease.job_id) for lease, _, _ in entries]
+
+
+def _fence_many(session: Session, leases: Sequence[Lease]) -> dict[str, bool]:
+    """``fence`` for several leases in one statement: {job id: cancel flag} of those held."""
+    if not leases:
+        return {}
+    _bound_idle_lock(session)
+    rows = session.execute(
+        sa.update(Job)
+        .where(sa.tuple_(Job.id, Job.lease_token).in_([(x.job_id, x.token) for x in leases]),
+               Job.status == JobStatus.RUNNING)
+        .values(heartbeat_at=utcnow())
+        .returning(Job.id, Job.cancel_requested)
+        .execution_options(synchronize_session=False)).all()
+    return {r.id: bool(r.cancel_requested) for r in rows}
 
 
 def save_checkpoint(lease: Lease, epoch: int, step: int, data: bytes, keep: int = 1,
@@ -388,17 +419,12 @@ def save_checkpoints(entries: Sequence[tuple[Lease, int, int, bytes]], keep: int
                      url: str | None = None) -> list[bool]:
     """``save_checkpoint`` for several jobs in one transaction, each (lease, epoch, step,
     data) fenced by its own lease; returns per entry whether it was stored (False: lost)."""
-    out: list[bool] = []
     with session_scope(url) as s:
+        held = _fence_many(s, [lease for lease, _, _, _ in entries])
         for lease, epoch, step, data in entries:
-            try:
-                fence(s, lease)
-            except LeaseLost:
-                out.append(False)
-                continue
-            _save_checkpoint(s, lease, epoch, step, data, keep)
-            out.append(True)
-    return out
+            if lease.job_id in held:
+                _save_checkpoint(s, lease, epoch, step, data, keep)
+    return [lease.job_id in held for lease, _, _, _ in entries]
 
 
 def _save_checkpoint(s: Session, lease: Lease, epoch: int, step: int, data: bytes,
@@ -628,9 +654,15 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
                                 else 2 * lease_s)
     out: list[tuple[str, str, int]] = []
     with session_scope(url) as s:
+        if s.get_bind().dialect.name == "postgresql":
+            # never wait long on a row lock: its holder may be frozen (end_frozen_writers)
+            ms = max(1000, int(lease_s * 1000))
+            s.execute(sa.text(f"SET LOCAL lock_timeout = {ms}"))
+        # rows locked by a writer in mid-transaction are skipped (the next sweep sees them)
         lapsed = s.execute(sa.select(Job.id, Job.attempts, Job.max_attempts, Job.worker)
                            .where(Job.status == JobStatus.RUNNING, Job.kind != "compare",
-                                  Job.heartbeat_at < stale)).all()
+                                  Job.heartbeat_at < stale)
+                           .with_for_update(skip_locked=True, key_share=True)).all()
         for r in lapsed:
             gave_up = r.attempts >= r.max_attempts
             values: dict[str, Any] = {
@@ -654,7 +686,8 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
         lost = s.execute(sa.select(Job.id).where(
             Job.status == JobStatus.QUEUED, Job.kind != "compare",
             Job.cancel_requested.is_(False),
-            sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))).scalars().all()
+            sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))
+            .with_for_update(skip_locked=True, key_share=True)).scalars().all()
         out.extend(lost)
         if out:
             s.execute(sa.update(Job).where(Job.id.in_(out)).values(enqueued_at=now)
@@ -663,6 +696,32 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
                              .where(Job.id.in_(out))).all()
             return [(r.id, r.queue, r.priority) for r in rows]
     return []
+
+
+def end_frozen_writers(lease_s: float, url: str | None = None) -> list[int]:
+    """PostgreSQL: end the sessions that have held a live job's row lock inside one
+    transaction for longer than a lease; return their server pids.
+
+    gradq's transactions last milliseconds, so such a session belongs to a frozen process
+    (SIGSTOP, a paused VM). Stopped between statements, the idle-in-transaction timeout that
+    ``fence`` sets ends it; stopped in the middle of a pipelined or COPY write, its session
+    is not idle and only this does. Its writes roll back, the job can be handed over, and
+    the woken worker finds its lease lost.
+    """
+    with session_scope(url) as s:
+        if s.get_bind().dialect.name != "postgresql":
+            return []
+        pids = list(s.execute(sa.text(
+            "SELECT DISTINCT a.pid FROM jobs j "
+            "JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = j.xmax "
+            "AND l.granted "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE j.status IN ('queued', 'running') AND a.pid <> pg_backend_pid() "
+            "AND a.xact_start < now() - make_interval(secs => :lease)"),
+            {"lease": float(lease_s)}).scalars())
+        for pid in pids:
+            s.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return pids
 
 
 def to_utc(dt: datetime | None) -> datetime | None:

@@ -14,6 +14,7 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,12 @@ from gradq.service.jobs import Lease, LeaseLost
 from gradq.service.models import Job, JobStatus
 from gradq.service.settings import get_settings
 
+from . import replicas
 from .data import load_dataset, prepare_splits
 from .failures import TRANSIENT, describe, is_out_of_memory, with_retries
 from .faults import failpoint
 from .methods import train
-from .trainer import MetricRow
+from .trainer import MetricRow, Outcome
 
 log = logging.getLogger("gradq.worker")
 
@@ -86,6 +88,61 @@ class DbHooks:
                      deadline_s=self.deadline, what="writing a checkpoint")
 
 
+class BatchDbHooks:
+    """``replicas.ReplicaHooks`` for a batch: at each log interval (and checkpoint) the
+    writes of every replica go in one transaction, each fenced by its own lease; a replica
+    whose lease was lost gets ``LeaseLost`` and the others carry on."""
+
+    def __init__(self, members: list[_Member], lease_s: float,
+                 observer: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.members = members
+        self.observer = observer
+        self.deadline = 4 * lease_s
+
+    def _held(self, replicas_: list[int]) -> tuple[list[int], dict[int, BaseException]]:
+        held, lost = [], {}
+        for k, r in enumerate(replicas_):
+            if self.members[r].hb.lost.is_set():
+                lost[k] = LeaseLost(f"job {self.members[r].lease.job_id}: lease lost")
+            else:
+                held.append(k)
+        return held, lost
+
+    def log(self, entries: list[replicas.LogEntry]) -> list[bool | BaseException]:
+        held, out = self._held([r for r, _, _ in entries])
+        failpoint("metrics")
+        batch = [(self.members[entries[k][0]].lease, entries[k][1], entries[k][2])
+                 for k in held]
+        try:
+            answers = with_retries(lambda: jobs.log_many(batch), deadline_s=self.deadline,
+                                   what="writing metrics")
+        except TRANSIENT as exc:
+            return [exc] * len(entries)
+        failpoint("metrics_written")
+        for k, answer in zip(held, answers, strict=True):
+            m = self.members[entries[k][0]]
+            out[k] = (LeaseLost(f"job {m.lease.job_id}: lease lost") if answer is None
+                      else answer or m.hb.cancel.is_set())
+        if self.observer is not None and entries:
+            self.observer(entries[0][2])
+        return [out[k] for k in range(len(entries))]
+
+    def checkpoint(self, entries: list[replicas.CheckpointEntry]
+                   ) -> list[BaseException | None]:
+        held, out = self._held([r for r, _, _, _ in entries])
+        failpoint("checkpoint")
+        batch = [(self.members[entries[k][0]].lease, *entries[k][1:]) for k in held]
+        try:
+            stored = with_retries(lambda: jobs.save_checkpoints(batch),
+                                  deadline_s=self.deadline, what="writing checkpoints")
+        except TRANSIENT as exc:
+            return [exc] * len(entries)
+        for k, ok in zip(held, stored, strict=True):
+            job_id = self.members[entries[k][0]].lease.job_id
+            out[k] = None if ok else LeaseLost(f"job {job_id}: lease lost")
+        return [out.get(k) for k in range(len(entries))]
+
+
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -94,12 +151,14 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 def execute(job_id: str, worker: str | None = None, device: str | None = None,
             observer: Callable[[dict[str, Any]], None] | None = None,
-            publish: bool = False) -> str | None:
+            publish: bool = False, batch: bool = True) -> str | None:
     """Run ``job_id`` if it can be claimed; return its final status, or None if not ours.
 
     ``observer`` sees each log interval's progress (``gradq run`` draws it). With
     ``publish``, jobs that this one's end creates (a grid's final runs) are sent to the
-    queue at once; otherwise the caller (or the sweeper) runs or publishes them.
+    queue at once; otherwise the caller (or the sweeper) runs or publishes them. With
+    ``batch``, a comparison child takes queued siblings that can train beside it as
+    stacked replicas (``replicas``), each under its own lease, and runs them together.
     """
     settings = get_settings()
     worker = worker or default_worker_name()
@@ -109,9 +168,15 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
         return None
     hb = Heartbeat(lease, settings.lease_s)
     hb.start()
+    device_pref = device or settings.device
     try:
-        return _run_claimed(lease, hb, device or settings.device, settings.lease_s, observer,
-                            publish)
+        job = _load_job(lease.job_id)
+        if batch:
+            status = _run_batch(lease, hb, job, device_pref, settings.lease_s, observer,
+                                publish)
+            if status is not None:
+                return None if status is _LOST else status
+        return _run_claimed(lease, hb, device_pref, settings.lease_s, observer, publish, job)
     except LeaseLost:
         log.warning("job %s: lease lost; abandoning it", job_id)
         return None
@@ -120,8 +185,9 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
 
 
 def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
-                 observer: Callable[[dict[str, Any]], None] | None, publish: bool) -> str:
-    job = _load_job(lease.job_id)
+                 observer: Callable[[dict[str, Any]], None] | None, publish: bool,
+                 job: Job | None = None) -> str:
+    job = job or _load_job(lease.job_id)
     spec = json.loads(job.spec)
     try:
         xp = get_array_module(device_pref if spec["device"] == "auto" else spec["device"])
@@ -148,6 +214,11 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
         if is_out_of_memory(exc):
             _free_device_memory(xp if "xp" in locals() else None)
         return JobStatus.FAILED.value
+    return _store(lease, job, outcome, lease_s, publish)
+
+
+def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool) -> str:
+    """Write a run's end through its lease: result, artifacts, last metrics, status."""
     timing = {"queued_s": _queued_s(job), "run_s": round(outcome.run_s, 6),
               "samples_per_s": round(outcome.samples / outcome.run_s, 1)
               if outcome.run_s > 0 else None}
@@ -162,6 +233,135 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
     if publish and new:
         _publish(new)
     return status.value
+
+
+# ------------------------------------------------------------------ batched replicas
+_LOST = "lost"  # _run_batch's answer when the leader's own lease was lost
+
+
+@dataclass
+class _Member:
+    """One child of a batch: its lease, heartbeat, row, spec and prepared data."""
+
+    lease: Lease
+    hb: Heartbeat
+    job: Job | None
+    spec: dict[str, Any] | None
+    data: Any = None
+
+
+def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s: float,
+               observer: Callable[[dict[str, Any]], None] | None, publish: bool
+               ) -> str | None:
+    """Run the claimed child with the queued siblings that can batch with it.
+
+    Returns the leader's final status (``_LOST`` if its lease was lost), or None when
+    nothing batches: then the caller runs the leader alone, as it would have anyway.
+    """
+    spec = json.loads(job.spec)
+    key = replicas.batch_key(spec)
+    if job.parent_id is None or key is None:
+        return None
+    try:
+        if jobs.latest_checkpoint(lease.job_id) is not None:
+            return None  # a resumed child continues alone from its checkpoint
+        xp = get_array_module(device_pref if spec["device"] == "auto" else spec["device"])
+        leader = _Member(lease, hb, job, spec, _prepare(spec, job))
+        limit = replicas.max_replicas(spec, leader.data, xp) - 1
+        leases = jobs.claim_siblings(job.parent_id, lease.worker,
+                                     lambda s: replicas.batch_key(s) == key, limit)
+    except LeaseLost:
+        raise
+    except Exception as exc:  # the single path meets the same problem and reports it
+        log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
+        return None
+    if not leases:
+        return None
+    members = [leader]
+    alone: list[_Member] = []
+    try:
+        for sl in leases:
+            m = _Member(sl, Heartbeat(sl, lease_s), None, None)
+            m.hb.start()
+            try:
+                m.job = _load_job(sl.job_id)
+                m.spec = json.loads(m.job.spec)
+                m.data = _prepare(m.spec, m.job)
+                members.append(m)
+            except Exception:  # its own run reports what is wrong with it
+                alone.append(m)
+        return _train_batch(members, alone, xp, device_pref, lease_s, observer, publish)
+    finally:
+        for m in [*members[1:], *alone]:
+            m.hb.stop.set()
+
+
+def _prepare(spec: dict[str, Any], job: Job) -> Any:
+    ds = load_dataset(spec, job.dataset_hash)
+    fold = tuple(spec["_fold"]) if spec.get("_fold") else None
+    return prepare_splits(spec, ds, fold)
+
+
+def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_pref: str,
+                 lease_s: float, observer: Callable[[dict[str, Any]], None] | None,
+                 publish: bool) -> str:
+    statuses: dict[str, str | None] = {}
+    held = []
+    for m in members:
+        try:
+            jobs.set_device(m.lease, device_name(xp))
+            held.append(m)
+        except LeaseLost:
+            statuses[m.lease.job_id] = _LOST
+        except TRANSIENT:  # its own run retries, or gives it back
+            alone.append(m)
+    log.info("training %d replicas together: %s", len(held),
+             ", ".join(m.lease.job_id for m in held))
+    hooks = BatchDbHooks(held, lease_s, observer)
+    try:
+        ends = replicas.ReplicaTrainer([m.spec for m in held], [m.data for m in held], xp,
+                                       hooks).run() if held else []
+    except Exception as exc:  # e.g. out of memory: every member runs alone instead
+        log.warning("batch of %d replicas failed (%s); running them one by one", len(held),
+                    describe(exc))
+        if is_out_of_memory(exc):
+            _free_device_memory(xp)
+        alone = [*held, *alone]
+        ends = []
+    for m, end in zip(held, ends, strict=False):
+        statuses[m.lease.job_id] = _end_replica(m, end, lease_s, publish)
+    for m in alone:
+        try:
+            statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
+                                                    None, publish, m.job)
+        except LeaseLost:
+            statuses[m.lease.job_id] = _LOST
+    return statuses.get(members[0].lease.job_id) or _LOST
+
+
+def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: bool
+                 ) -> str:
+    """Store one replica's end through its own lease, as ``_run_claimed`` would."""
+    job_id = m.lease.job_id
+    try:
+        if end.outcome is not None:
+            return _store(m.lease, m.job, end.outcome, lease_s, publish)
+        exc = end.error
+        if isinstance(exc, LeaseLost):
+            log.warning("job %s: lease lost; abandoning it", job_id)
+            return _LOST
+        if isinstance(exc, TRANSIENT):
+            status = jobs.release(m.lease, describe(exc), end.traceback)
+            log.warning("job %s: transient error, now %s: %s", job_id, status.value, exc)
+            return status.value
+        jobs.finish(m.lease, JobStatus.FAILED, error=describe(exc), traceback=end.traceback)
+        return JobStatus.FAILED.value
+    except LeaseLost:
+        log.warning("job %s: lease lost; abandoning it", job_id)
+        return _LOST
+    except TRANSIENT as exc:  # the sweeper hands it over once its lease lapses
+        log.warning("job %s: could not store its end (%s)", job_id, exc)
+        return _LOST
 
 
 def _publish(job_ids: list[str]) -> None:

@@ -125,6 +125,50 @@ def targets(output: str, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return y.reshape(len(y), -1)
 
 
+def batch_size(spec: dict[str, Any], n_train: int) -> int:
+    """Rows per minibatch: ``training.batch_size``, or every training row for ``full``."""
+    bs = spec["training"]["batch_size"]
+    return n_train if bs == "full" else min(int(bs), n_train)
+
+
+def initial_flat(spec: dict[str, Any], data: Splits, arch: Architecture, batch: int
+                 ) -> np.ndarray:
+    """A job's initial parameters, a function of its seed (and training data) alone."""
+    m = spec["model"]
+    rng = np.random.default_rng([spec["seed"], 104729])
+    ob: Any = "zeros"
+    if m["output_bias"] == "marginal":
+        ob = marginal_output_bias(arch.output, data.y_train, arch.n_out)
+    lsuv = None
+    if m["init"] == "lsuv":
+        take = min(len(data.X_train), max(batch, 256))
+        lsuv = data.X_train[rng.permutation(len(data.X_train))[:take]]
+    return initial_parameters(arch, rng, init=m["init"], bias_init=m["bias_init"],
+                              output_bias=ob, lsuv_batch=lsuv)
+
+
+def minibatch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the training rows (from seed and epoch)."""
+    return np.random.default_rng([seed, epoch, 15485863]).permutation(n_train)
+
+
+def evaluate_sets(net: Network, sets: dict[str, tuple[Any, Any]], task: str
+                  ) -> dict[str, Any]:
+    """Loss (and accuracy) of ``net`` on every part, as device arrays: 0-d, or (R,) for
+    stacked replicas (no transfer here)."""
+    out: dict[str, Any] = {}
+    for part, (X, y) in sets.items():
+        z, _ = net.forward(X, train=False, reuse=True)  # z is used up before the next part
+        out[f"{part}_loss"] = net.output.forward(z, y)
+        if task == "classification":
+            if net.arch.output == "softmax":
+                hit = z.argmax(axis=-1) == y
+            else:
+                hit = (z[..., 0] > 0) == (y[..., 0] > 0.5)
+            out[f"{part}_accuracy"] = hit.mean(axis=-1)
+    return out
+
+
 class Trainer:
     """Trains one network described by a normalised spec on prepared data."""
 
@@ -149,24 +193,12 @@ class Trainer:
                                    xp.asarray(targets(out, getattr(data, f"y_{part}"),
                                                       self.dtype)))
         self.n_train = len(data.X_train)
-        bs = spec["training"]["batch_size"]
-        self.batch = self.n_train if bs == "full" else min(int(bs), self.n_train)
+        self.batch = batch_size(spec, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
 
     # ------------------------------------------------------------- helpers
     def initial_params(self) -> np.ndarray:
-        m = self.spec["model"]
-        rng = np.random.default_rng([self.spec["seed"], 104729])
-        ob: Any = "zeros"
-        if m["output_bias"] == "marginal":
-            ob = marginal_output_bias(self.arch.output, self.data.y_train, self.arch.n_out)
-        batch = None
-        if m["init"] == "lsuv":
-            take = min(len(self.data.X_train), max(self.batch, 256))
-            batch = self.data.X_train[rng.permutation(len(self.data.X_train))[:take]]
-        flat = initial_parameters(self.arch, rng, init=m["init"], bias_init=m["bias_init"],
-                                  output_bias=ob, lsuv_batch=batch)
-        return flat
+        return initial_flat(self.spec, self.data, self.arch, self.batch)
 
     def objective_and_grad(self, X: Any, y: Any, *, train: bool = True, rng: Any = None,
                            update_running: bool = False) -> Any:
@@ -179,19 +211,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Loss (and accuracy) on every part, as device scalars (no transfer here)."""
-        xp = self.xp
-        out: dict[str, Any] = {}
-        for part, (X, y) in self.sets.items():
-            z, _ = self.net.forward(X, train=False)
-            out[f"{part}_loss"] = self.net.output.forward(z, y)
-            if self.data.task == "classification":
-                if self.arch.output == "softmax":
-                    pred = z.argmax(axis=-1)
-                    out[f"{part}_accuracy"] = (pred == y).mean()
-                else:
-                    out[f"{part}_accuracy"] = ((z[:, 0] > 0) == (y[:, 0] > 0.5)).mean()
-        del xp
-        return out
+        return evaluate_sets(self.net, self.sets, self.data.task)
 
     # ------------------------------------------------------------ objective
     def full_objective(self, p: Any, X: Any, y: Any) -> tuple[float, Any]:
@@ -291,6 +311,10 @@ class Trainer:
                         **dict(pairs)}
             train_loss = progress["train_loss"]
             if not math.isfinite(train_loss):
+                # the rows keep NaN/inf (stored explicitly); the progress and final documents
+                # are JSON, which has neither
+                progress = {k: v for k, v in progress.items()
+                            if not (isinstance(v, float) and not math.isfinite(v))}
                 self.hooks.log(rows, progress)
                 raise Diverged(step, train_loss)
             return self.hooks.log(rows, progress)
@@ -299,8 +323,8 @@ class Trainer:
             if step == 0 and log_point():
                 status = "cancelled"
             while status == "succeeded" and epoch < epochs and step < total_steps:
-                order = np.random.default_rng([spec["seed"], epoch, 15485863]).permutation(
-                    self.n_train) if self.batch < self.n_train else None
+                order = (minibatch_order(spec["seed"], epoch, self.n_train)
+                         if self.batch < self.n_train else None)
                 drop_rng = (xp.random.RandomState(
                     (spec["seed"] * 1_000_003 + epoch) % (2**32))
                     if self.arch.dropout_input or self.arch.dropout_hidden else None)
@@ -455,9 +479,7 @@ class FirstOrderStepper:
         tr.objective_and_grad(X, y, rng=rng, update_running=True)
         if tr.clip is not None:
             clip_by_global_norm(net.grads, float(tr.clip))
-        updates, state = self.transform.update(net.grads, state, net.params)
-        net.params += updates
-        return state
+        return first_order.apply_updates(self.transform, net.grads, state, net.params)
 
 
 class MinimizerStepper:

@@ -1,0 +1,101 @@
+"""Every benchmark runs from a fresh checkout with ``--quick`` and reports its figures.
+
+No timing is asserted here: speed targets live in ``benchmarks/`` (and its README), never in
+tests. What is checked is that each script runs, prints its figures with the machine it
+ran on, and writes them as JSON to ``$OUT``. The queue and ingest benchmarks need the real
+PostgreSQL and Redis (they skip without them, and fail under ``CI=true``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, need_service
+
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name: str, tmp_path: Path, *args: str, timeout: float = 240) -> dict:
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "GRADQ_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert doc["benchmark"] == name and doc["quick"] is True
+    assert doc["machine"]["numpy"] and doc["machine"]["cpu_count"]
+    assert "blas" in doc["machine"]
+    assert f'"benchmark": "{name}"' in proc.stdout  # the figures are printed, too
+    return doc
+
+
+def test_mlp_step_reports_gradq_and_torch_per_step(tmp_path: Path) -> None:
+    doc = run_script("mlp_step", tmp_path, "--device", "cpu")
+    assert set(doc["us_per_step"]) == {"gradq", "torch_eager"}
+    assert doc["ratio_gradq_over_torch_eager"] > 0
+    assert set(doc["breakdown_us_per_step"]) == {
+        f"{side}_{part}" for side in ("gradq", "torch") for part in ("forward_backward",
+                                                                     "update")}
+    assert doc["sane"]
+
+
+def test_flops_reports_achieved_against_the_large_matmul(tmp_path: Path) -> None:
+    doc = run_script("flops", tmp_path, "--device", "cpu")
+    assert doc["achieved_gflops"] > 0 and doc["large_matmul"]["gflops"] > 0
+    assert doc["fraction_of_large_matmul"] > 0
+    assert doc["model"]["flop_per_step"] == 6 * doc["model"]["params"] * doc["model"]["batch"]
+
+
+def test_flops_knows_the_fp32_peak_of_the_cards() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from flops import peak_tflops
+    finally:
+        sys.path.remove(str(BENCH))
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 67.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 51.2
+    assert peak_tflops("NVIDIA H200") == 67.0
+    assert peak_tflops("Some Other Card") is None
+
+
+def test_sweep_reports_batched_replicas_against_a_torch_loop(tmp_path: Path) -> None:
+    doc = run_script("sweep", tmp_path, "--device", "cpu")
+    assert doc["runs"] == 6 * doc["seeds"]
+    assert set(doc["seconds"]) == {"gradq_replicas", "torch_loop"}
+    assert doc["samples_note"]  # a scaled-down run says so
+    assert set(doc["mean_final_train_loss_by_optimizer"]["gradq"]) == set(doc["optimizers"])
+
+
+@pytest.mark.services
+def test_queue_reports_overhead_per_job(tmp_path: Path) -> None:
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    need_service("Redis", "127.0.0.1", 6379)
+    doc = run_script("queue", tmp_path)
+    assert doc["statuses"] == ["succeeded"] and doc["jobs"] >= 1
+    assert {"median", "p95"} <= set(doc["overhead_ms"])
+
+
+@pytest.mark.services
+def test_ingest_reports_points_per_second(tmp_path: Path) -> None:
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    doc = run_script("ingest", tmp_path)
+    assert doc["best_points_per_s"] > 0 and doc["rows_stored"] > 0
+
+
+@pytest.mark.slow
+def test_the_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "GRADQ_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), "--quick"], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "gpu_suite.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["nn_tests", "mlp_step", "flops",
+                                                       "sweep"]
+    assert {"mlp_step.json", "flops.json", "sweep.json"} <= set(summary["figures"])
