@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 7 in one run (at most 8 minutes, stage limits summed; typically
-# about 5, on an H100/H200):
+# The GPU checks of issue 7 in one run (at most 7 minutes, stage limits summed; typically
+# about 4, on an H100/H200):
 #   1. the nn tests on CuPy (each test runs on NumPy and on CuPy; CuPy cases skip without a GPU),
 #   2. benchmarks/mlp_step.py, flops.py (FP32, then TF32 with CUPY_TF32=1) and sweep.py on the GPU,
 # each figure written as JSON to $OUT (a fresh temporary folder if OUT is unset), with a
@@ -59,16 +59,16 @@ if [[ -n "$QUICK" ]]; then
     stage nn_tests 120 env GRADQ_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -x \
         -p no:cacheprovider tests/test_replicas.py -k "sgd or grid_points"
 else
-    stage nn_tests 150 env GRADQ_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q \
+    stage nn_tests 170 env GRADQ_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q \
         -p no:cacheprovider -k "not services" "${NN_TESTS[@]}"
 fi
 
 # 2. the benchmarks on the device
-stage mlp_step 120 "$PY" benchmarks/mlp_step.py --device "$DEVICE" $QUICK
-stage flops 45 "$PY" benchmarks/flops.py --device "$DEVICE" $QUICK
+stage mlp_step 60 "$PY" benchmarks/mlp_step.py --device "$DEVICE" $QUICK
+stage flops 40 "$PY" benchmarks/flops.py --device "$DEVICE" $QUICK
 if [[ "$DEVICE" == cuda ]]; then
-    stage flops_tf32 45 env CUPY_TF32=1 "$PY" benchmarks/flops.py --device cuda --tag _tf32
-    stage sweep 120 "$PY" benchmarks/sweep.py --device cuda --repeats 2
+    stage flops_tf32 35 env CUPY_TF32=1 "$PY" benchmarks/flops.py --device cuda --tag _tf32
+    stage sweep 80 "$PY" benchmarks/sweep.py --device cuda --repeats 2
 else
     stage sweep 120 "$PY" benchmarks/sweep.py --device cpu $QUICK
 fi

@@ -151,6 +151,7 @@ def worker(gpus: str | None, cpu: bool, queues: str | None, concurrency: int,
     from gradq.service.celery_app import ping_broker
     from gradq.workers.pool import plan, run_pool
 
+    logging.getLogger("gradq").setLevel(loglevel.upper())  # the sweeper's reports too
     gpu_ids = _gpu_ids(gpus) if gpus else []
     if not gpu_ids and not cpu:
         gpu_ids = _gpu_ids("all", required=False)

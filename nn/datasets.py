@@ -257,6 +257,8 @@ def parse_bytes(
 
 
 def _mib(n: int) -> str:
+    if n < 2**20:
+        return f"{n:,} bytes"
     return f"{n / 2**20:.1f} MiB"
 
 

@@ -8,8 +8,9 @@ step count); the outputs are the buffer ``p`` and the state arrays, read and wri
 Beside every kernel stands its NumPy twin, the readable reference, line for line the same
 formula (SPEC §5; ε is ``lr``): it runs when the arrays are NumPy arrays, so the plumbing in
 ``optimizers.py`` is tested on any machine, and on a GPU the kernel is compared with it.
-The kernel sources are C++ over the type ``T`` of the buffer (float or double); the NumPy
-path of training does not come through here (``optimizers.apply_updates``).
+The kernel sources are C++ over the type ``T`` of the buffer (float or double). NumPy
+training comes through the twins too (``optimizers.apply_updates``): updating the state in
+place saves the allocations of the pure transforms, which dominate a small model's step.
 
 CuPy comes from ``backend`` (the one module that imports it); kernels are built on first use.
 """
@@ -138,11 +139,15 @@ RMSPROP_CENTERED_MOMENTUM = Rule(
 # the moments are kept in T and the step m̂/(√v̂ + δ) is formed in float64.
 def _adam(g: Array, lr: Any, b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
           eps: Any, t: Array, p: Array, m: Array, v: Array) -> None:
-    m[...] = b1 * m + one_minus_b1 * g  # m ← β₁·m + (1−β₁)·g
-    v[...] = b2 * v + one_minus_b2 * g * g  # v ← β₂·v + (1−β₂)·g²
-    bc1 = 1 - b1**t  # 1 − β₁ᵗ  (t counts steps from 1)
-    bc2 = 1 - b2**t  # 1 − β₂ᵗ
-    p -= lr * ((m / bc1) / (np.sqrt(v / bc2) + eps))  # θ ← θ − ε·m̂/(√v̂ + δ)
+    m *= b1  # m ← β₁·m + (1−β₁)·g
+    m += one_minus_b1 * g
+    v *= b2  # v ← β₂·v + (1−β₂)·g²
+    v += one_minus_b2 * g * g
+    bc1 = float(1 - b1 ** int(t))  # 1 − β₁ᵗ  (t counts steps from 1; a host scalar here)
+    bc2 = float(1 - b2 ** int(t))  # 1 − β₂ᵗ
+    denom = np.sqrt(v / bc2)  # θ ← θ − ε·m̂/(√v̂ + δ)
+    denom += eps
+    p -= lr * ((m / bc1) / denom)
 
 
 _ADAM_IN = ("T g, float64 lr, float64 b1, float64 one_minus_b1, float64 b2,"
@@ -161,8 +166,8 @@ def _adam_amsgrad(g: Array, lr: Any, b1: float, one_minus_b1: float, b2: float,
     m[...] = b1 * m + one_minus_b1 * g  # m ← β₁·m + (1−β₁)·g
     v[...] = b2 * v + one_minus_b2 * g * g  # v ← β₂·v + (1−β₂)·g²
     np.maximum(vmax, v, out=vmax)  # v_max ← max(v_max, v)
-    bc1 = 1 - b1**t  # 1 − β₁ᵗ
-    bc2 = 1 - b2**t  # 1 − β₂ᵗ
+    bc1 = float(1 - b1 ** int(t))  # 1 − β₁ᵗ
+    bc2 = float(1 - b2 ** int(t))  # 1 − β₂ᵗ
     p -= lr * ((m / bc1) / (np.sqrt(vmax / bc2) + eps))  # θ ← θ − ε·m̂/(√(v_max/(1−β₂ᵗ)) + δ)
 
 

@@ -173,8 +173,10 @@ def scale_by_adam(b1: Any, b2: Any, eps: float, amsgrad: bool = False) -> Transf
         m = b1 * state.m + (1 - b1) * g  # m = β₁m + (1−β₁)g
         v = b2 * state.v + (1 - b2) * g * g  # v = β₂v + (1−β₂)g²
         v_max = xp.maximum(state.v_max, v) if amsgrad else state.v_max
-        bc1 = 1 - b1**t  # 1 − β₁ᵗ
-        bc2 = 1 - b2**t
+        # 1 − β₁ᵗ and 1 − β₂ᵗ in the buffer's dtype, as torch forms them from Python floats:
+        # a float64 0-d array would otherwise promote the whole float32 update to float64
+        bc1 = (1 - b1**t).astype(g.dtype)
+        bc2 = (1 - b2**t).astype(g.dtype)
         denom = xp.sqrt((v_max if amsgrad else v) / bc2) + eps
         return (m / bc1) / denom, AdamState(t, m, v, v_max)
 
@@ -332,11 +334,12 @@ def _transform(name: str, h: dict[str, Any], sched: Callable[[Array], Array] | N
 def apply_updates(transform: Transform, grads: Array, state: Any, params: Array) -> Any:
     """One step in place: ``params += update``; returns the new state.
 
-    On CuPy arrays a transform with a ``fused`` step takes it (one kernel launch for the
-    buffer and its moments; the old state's arrays are reused). On NumPy arrays it is always
-    the generic ``update`` then ``params += updates``, the path checked against torch.
+    A transform with a ``fused`` step takes it (scalar hyperparameters): on CuPy one kernel
+    launch for the buffer and its moments, on NumPy the kernel's in-place twin, which
+    writes the same formulas without temporaries; the old state's arrays are reused.
+    Otherwise the generic ``update`` then ``params += updates``.
     """
-    if transform.fused is not None and array_module(params) is not np:
+    if transform.fused is not None:
         return transform.fused(grads, state, params)
     updates, state = transform.update(grads, state, params)
     params += updates

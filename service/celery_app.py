@@ -18,6 +18,7 @@ from .settings import get_settings, redact
 RUN_TASK = "gradq.run_job"
 QUEUES = ("gpu", "cpu", "auto")  # device: cuda → gpu, cpu → cpu, auto → either worker kind
 MAX_PRIORITY = 9
+PRIORITY_SEP = ":"  # Celery's Redis transport keeps priority p > 0 of queue q in "q:p"
 
 
 def queue_for(device: str) -> str:
@@ -53,7 +54,7 @@ def make_app(broker_url: str | None = None, lease_s: float | None = None) -> Cel
             # sooner, and the compare-and-set claim makes a second delivery a no-op.
             "visibility_timeout": max(3600, int(10 * lease)),
             "priority_steps": list(range(MAX_PRIORITY + 1)),
-            "sep": ":",
+            "sep": PRIORITY_SEP,
             "queue_order_strategy": "priority",
             "socket_connect_timeout": 5,
             "socket_timeout": 30,

@@ -639,14 +639,17 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
 
 
 # ------------------------------------------------------------------ sweeper
-def sweep(lease_s: float, republish_after_s: float | None = None, url: str | None = None
-          ) -> list[tuple[str, str, int]]:
+def sweep(lease_s: float, republish_after_s: float | None = None, url: str | None = None,
+          queue_is_empty: Callable[[str], bool] | None = None) -> list[tuple[str, str, int]]:
     """Hand over jobs whose lease lapsed and find queued jobs whose message may be lost.
 
     A running job not renewed for ``lease_s`` goes back to ``queued`` (its token is bumped
     so the old holder can write nothing), or to ``failed`` when its attempts are used up.
-    Returns (id, queue, priority) of every job to publish again; a duplicate message is
-    harmless, since only one claim can win.
+    A queued job waiting longer than ``republish_after_s`` (default 2·lease) is published
+    again only where ``queue_is_empty(queue)`` says its broker queue holds nothing: a
+    backlog that is merely long is not flooded with duplicates, and a message lost with a
+    restarted broker is found once the queue drains. Returns (id, queue, priority) of every
+    job to publish; a duplicate message is harmless, since only one claim can win.
     """
     now = utcnow()
     stale = now - timedelta(seconds=lease_s)
@@ -683,12 +686,19 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
                 _settle_parent(s, r.id)
             elif res.rowcount:
                 out.append(r.id)
-        lost = s.execute(sa.select(Job.id).where(
+        lost = s.execute(sa.select(Job.id, Job.queue, Job.enqueued_at).where(
             Job.status == JobStatus.QUEUED, Job.kind != "compare",
             Job.cancel_requested.is_(False),
             sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))
-            .with_for_update(skip_locked=True, key_share=True)).scalars().all()
-        out.extend(lost)
+            .with_for_update(skip_locked=True, key_share=True)).all()
+        empty: dict[str, bool] = {}
+        for r in lost:
+            if r.enqueued_at is not None and queue_is_empty is not None:
+                if r.queue not in empty:
+                    empty[r.queue] = queue_is_empty(r.queue)
+                if not empty[r.queue]:
+                    continue  # its message is most likely still waiting in the queue
+            out.append(r.id)
         if out:
             s.execute(sa.update(Job).where(Job.id.in_(out)).values(enqueued_at=now)
                       .execution_options(synchronize_session=False))

@@ -106,10 +106,13 @@ def test_kernel_svm_refuses_a_regression_task(xp: ModuleType, tmp_path: Path) ->
     spec = make_spec("diabetes", device=device_of(xp), model={"kind": "kernel_svm"})
     with pytest.raises(ValueError, match="model.kind: kernel_svm"):
         train(spec, splits_of(spec), xp, NullHooks())
-    code, doc = run_spec(tmp_path, {"data": {"dataset": "diabetes"}, "device": device_of(xp),
-                                    "model": {"kind": "kernel_svm"}})
-    assert code == 1 and doc["status"] == "failed"
-    assert doc["error"].startswith("model.kind: kernel_svm")
+    # through the CLI it is refused at validation: exit 2, nothing stored
+    spec_file = tmp_path / "svm.yaml"
+    spec_file.write_text(json.dumps({"data": {"dataset": "diabetes"}, "device": device_of(xp),
+                                     "model": {"kind": "kernel_svm"}}))
+    res = CliRunner().invoke(main, ["run", str(spec_file), "--json"])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.strip().startswith("error: model.kind: kernel_svm")
 
 
 # ------------------------------------------------------------------------------ bagging

@@ -434,9 +434,12 @@ def _run_both(variant: str, dtype: Any, xp_fused: ModuleType, steps: int = 6
 def test_fused_numpy_twin_equals_the_generic_path(variant: str, dtype: Any) -> None:
     # the NumPy twin of each kernel, with the in-place plumbing of optimizers._fused_step
     p_ref, s_ref, p, s = _run_both(variant, dtype, np)
-    np.testing.assert_allclose(p, p_ref, rtol=1e-12, atol=0)
+    # float64 agrees to rounding; in float32 the in-place twin may round a product in a
+    # different order from the pure transform: one unit in the last place
+    rtol = 1e-12 if dtype == np.float64 else 4e-7
+    np.testing.assert_allclose(p, p_ref, rtol=rtol, atol=0)
     for k in s_ref:
-        np.testing.assert_allclose(s[k], s_ref[k], rtol=1e-12, atol=0, err_msg=k)
+        np.testing.assert_allclose(s[k], s_ref[k], rtol=rtol, atol=0, err_msg=k)
 
 
 @pytest.mark.skipif(not gpu_available(), reason="CuPy or a CUDA GPU is not available")
@@ -466,15 +469,27 @@ def test_fused_kernel_matches_the_numpy_path(variant: str, dtype: Any,
                                    err_msg=k)
 
 
-def test_numpy_training_never_takes_the_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any) -> None:
-        raise AssertionError("fused path used on NumPy arrays")
+def test_numpy_training_takes_the_in_place_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an Adam step on NumPy arrays, watched at the fused launcher
+    launched: list[str] = []
+    real = fused.launch
 
-    monkeypatch.setattr(fused, "launch", refuse)
+    def spy(name: str, *args: Any) -> None:
+        launched.append(name)
+        real(name, *args)
+
+    monkeypatch.setattr(fused, "launch", spy)
     t = make_optimizer("adam", {})
-    p = np.ones(3)
-    state = apply_updates(t, np.full(3, 0.5), t.init(p), p)
-    assert int(state[0].count) == 1 and np.all(p < 1)
+    p, g = np.ones(3), np.full(3, 0.5)
+    m_before = t.init(p)[0].m
+    state = apply_updates(t, g, t.init(p), p)
+    # Then it ran the in-place twin, and its step equals the pure transform's
+    assert launched == ["adam"]
+    q = np.ones(3)
+    updates, ref = t.update(g, t.init(q), q)
+    np.testing.assert_allclose(p, q + updates, rtol=1e-15)
+    np.testing.assert_allclose(state[0].m, ref[0].m, rtol=1e-15)
+    assert int(state[0].count) == 1 and m_before.shape == (3,)
 
 
 def test_array_hyperparameters_keep_the_generic_path() -> None:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from gradq.service import jobs
-from gradq.service.celery_app import send_job
+from gradq.service.celery_app import MAX_PRIORITY, PRIORITY_SEP, send_job
 from gradq.service.settings import get_settings
 
 from .failures import TRANSIENT
@@ -64,12 +64,39 @@ def celery_command(m: Member, loglevel: str) -> list[str]:
 
 def sweep_once(lease_s: float) -> int:
     """Requeue lapsed jobs and republish queued ones whose message may be lost."""
-    todo = jobs.sweep(lease_s)
+    frozen = jobs.end_frozen_writers(lease_s)
+    if frozen:
+        log.warning("sweeper: ended %d database session(s) frozen inside a transaction "
+                    "for over %g s (server pids %s)", len(frozen), lease_s,
+                    ", ".join(map(str, frozen)))
+    todo = jobs.sweep(lease_s, queue_is_empty=broker_queue_is_empty)
     for job_id, queue, priority in todo:
         send_job(job_id, queue, priority)
     if todo:
         log.info("sweeper: published %d job(s) again", len(todo))
     return len(todo)
+
+
+def broker_queue_is_empty(queue: str) -> bool:
+    """Whether the broker holds no message for ``queue`` (every priority level counted).
+
+    Only Redis is asked; for another broker, or when it cannot be asked, the answer is
+    True, so the sweeper errs on the side of publishing again.
+    """
+    url = get_settings().broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return True
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            keys = [queue, *(f"{queue}{PRIORITY_SEP}{i}" for i in range(1, MAX_PRIORITY + 1))]
+            return sum(client.llen(k) for k in keys) == 0
+        finally:
+            client.close()
+    except Exception:  # the broker is down or odd: publishing again is the safe side
+        return True
 
 
 class Sweeper(threading.Thread):

@@ -433,8 +433,12 @@ class ReplicaTrainer:
             at_epoch_end = step % self.steps_per_epoch == 0 or step >= total_steps
             if log_every == "epoch" and at_epoch_end:
                 log_point()
-            if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs:
+            if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs \
+                    and step < total_steps:
                 self._checkpoints(epoch, step, time.perf_counter() - t0)
+        if active() and any(rep.progress.get("step") != step for rep in self.replicas
+                            if rep.active):
+            log_point()  # the last step, when log_every does not divide the run
         now = time.perf_counter() - t0
         for r, rep in enumerate(self.replicas):
             if rep.active:

@@ -162,7 +162,9 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
     """
     settings = get_settings()
     worker = worker or default_worker_name()
-    lease = jobs.claim(job_id, worker)
+    # a database blip must not drop the message: retry the claim as any transient write
+    lease = with_retries(lambda: jobs.claim(job_id, worker), deadline_s=4 * settings.lease_s,
+                         what="claiming a job")
     if lease is None:
         log.info("job %s not claimed (not queued, or another worker has it)", job_id)
         return None

@@ -360,9 +360,12 @@ class Trainer:
                     status = "failed"
                     error = f"training.time_limit_s: stopped after {time_limit:g} s"
                     break
-                if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs:
+                if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs \
+                        and step < total_steps:
                     self.hooks.checkpoint(epoch, step, self._snapshot(
                         epoch, step, time.perf_counter() - t0, state, best))
+            if status == "succeeded" and progress.get("step") != step:
+                log_point()  # the last step, when log_every does not divide the run
         except Diverged as exc:
             status, error = "diverged", str(exc)
         run_s = time.perf_counter() - t0
