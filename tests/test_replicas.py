@@ -87,8 +87,8 @@ def together(specs: list[dict[str, Any]], xp: Any, hooks: list | None = None
     return ends, hooks
 
 
-def assert_same_run(batched: Any, b_hooks: NullHooks, single: Any, s_hooks: NullHooks
-                    ) -> None:
+def assert_same_run(batched: Any, b_hooks: NullHooks, single: Any, s_hooks: NullHooks,
+                    rtol: float = RTOL) -> None:
     """The same outcome, curves and checkpoints (times aside)."""
     assert batched.status == single.status
     assert batched.error == single.error
@@ -96,16 +96,20 @@ def assert_same_run(batched: Any, b_hooks: NullHooks, single: Any, s_hooks: Null
     assert batched.extra == single.extra
     assert set(batched.final) == set(single.final)
     for k, v in single.final.items():
-        assert batched.final[k] == pytest.approx(v, rel=RTOL, abs=1e-12), k
+        assert batched.final[k] == pytest.approx(v, rel=rtol, abs=1e-12), k
     for part in ("arrays", "initial"):
         a, b = getattr(batched, part), getattr(single, part)
         assert set(a) == set(b)
         for k in b:
-            np.testing.assert_allclose(a[k], b[k], rtol=RTOL, atol=1e-12, err_msg=k)
+            # relative to each array's scale: on a GPU, cuBLAS sums a batched product in
+            # another order than a single one, which shows only on entries near zero
+            scale = float(np.abs(b[k]).max()) if np.size(b[k]) else 0.0
+            np.testing.assert_allclose(a[k], b[k], rtol=rtol,
+                                       atol=max(1e-12, rtol * scale), err_msg=k)
     assert [(r[0], r[1], r[2]) for r in b_hooks.rows] == [(r[0], r[1], r[2])
                                                           for r in s_hooks.rows]
     np.testing.assert_allclose([r[4] for r in b_hooks.rows], [r[4] for r in s_hooks.rows],
-                               rtol=RTOL, atol=1e-12)
+                               rtol=rtol, atol=1e-12)
     assert [c[:2] for c in b_hooks.checkpoints] == [c[:2] for c in s_hooks.checkpoints]
     for (_, _, a), (_, _, b) in zip(b_hooks.checkpoints, s_hooks.checkpoints, strict=True):
         za, zb = np.load(io.BytesIO(a)), np.load(io.BytesIO(b))
@@ -114,14 +118,14 @@ def assert_same_run(batched: Any, b_hooks: NullHooks, single: Any, s_hooks: Null
             if k == "meta":  # epoch, step, elapsed time, best value/epoch/patience
                 np.testing.assert_array_equal(np.delete(za[k], 2), np.delete(zb[k], 2))
             else:
-                np.testing.assert_allclose(za[k], zb[k], rtol=RTOL, atol=1e-12, err_msg=k)
+                np.testing.assert_allclose(za[k], zb[k], rtol=rtol, atol=1e-12, err_msg=k)
 
 
-def check(specs: list[dict[str, Any]], xp: Any) -> None:
+def check(specs: list[dict[str, Any]], xp: Any, rtol: float = RTOL) -> None:
     ends, hooks = together(specs, xp)
     for end, h, (single, s_hooks) in zip(ends, hooks, one_by_one(specs, xp), strict=True):
         assert end.error is None
-        assert_same_run(end.outcome, h, single, s_hooks)
+        assert_same_run(end.outcome, h, single, s_hooks, rtol)
 
 
 # ------------------------------------------------------------------- identical runs
@@ -131,8 +135,11 @@ def test_replicas_train_exactly_as_one_at_a_time(xp, key: str) -> None:
     specs = [make_spec(seed=i, optimizer={"name": _name(key), **h})
              for i, h in enumerate(OPTIMIZERS[key])]
     assert len({batch_key(s) for s in specs}) == 1
-    # Then training them as stacked replicas gives each one's own run
-    check(specs, xp)
+    # Then training them as stacked replicas gives each one's own run. Centered RMSProp
+    # divides by √(v − ḡ²), a difference of nearly equal numbers: on a GPU the batched
+    # product's other summation order is amplified there (seen on an H200: 1e-5 relative)
+    rtol = 1e-4 if "centered" in key and xp.__name__ == "cupy" else RTOL
+    check(specs, xp, rtol)
 
 
 def test_a_whole_comparison_batches_across_optimizers(xp) -> None:
