@@ -21,6 +21,7 @@ class Settings:
     max_attempts: int
     max_spec_bytes: int
     max_dataset_bytes: int
+    max_replicas: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,6 +39,7 @@ class Settings:
             max_attempts=_number("GRADQ_MAX_ATTEMPTS", 3, int, 1),
             max_spec_bytes=_number("GRADQ_MAX_SPEC_BYTES", 1 << 20, int, 1),
             max_dataset_bytes=_number("GRADQ_MAX_DATASET_BYTES", 256 << 20, int, 1),
+            max_replicas=_number("GRADQ_MAX_REPLICAS", 64, int, 1),
         )
 
 

@@ -46,6 +46,7 @@ from gradq.nn.backend import to_numpy
 from gradq.nn.network import Architecture, Network
 from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
+from gradq.service.settings import get_settings
 
 from .faults import failpoint
 from .trainer import (
@@ -61,7 +62,6 @@ from .trainer import (
     targets,
 )
 
-DEFAULT_MAX_REPLICAS = 64
 SMALL_PRODUCT = 1 << 24  # multiply-adds of one replica's largest product: below, one thread
 LABELS = ("seed", "name", "_arm", "_arm_index", "_grid", "_phase")  # differ freely
 STRUCTURAL = ("amsgrad", "centered")  # flags that change an optimizer's state layout
@@ -99,7 +99,7 @@ def optimizer_group(opt: dict[str, Any]) -> str:
 
 def max_replicas(spec: dict[str, Any], data: Splits, xp: ModuleType) -> int:
     """How many replicas of ``spec``'s network fit the memory budget (at least 1)."""
-    cap = int(os.environ.get("GRADQ_MAX_REPLICAS") or DEFAULT_MAX_REPLICAS)
+    cap = get_settings().max_replicas
     if cap <= 1:
         return 1
     arch = architecture(spec, data)
