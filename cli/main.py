@@ -13,6 +13,7 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,14 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
     host = socket.gethostname()
     if not as_json:
         click.echo(f"job {ids[0]}", err=True)
-    if len(ids) == 1:
+    delay = 0.5
+    while len(ids) == 1:
         execute(ids[0], worker=f"{host}-local", observer=progress)
+        if queries.result(ids[0])["status"] != "queued":
+            break
+        # a transient error gave the job back (attempts counted): run it again after a pause
+        time.sleep(delay)
+        delay = min(8.0, 2 * delay)
     while len(ids) > 1 and (todo := jobs.queued_children(ids[0])):
         # a grid's final runs appear when its tuning runs are done: keep going until none.
         # A child takes the queued siblings that can train beside it as stacked replicas

@@ -10,22 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-
-
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null, as strict parsers expect."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
+from gradq.service.jobs import json_safe
 
 
 def emit_json(doc: Any) -> None:
     """Exactly one JSON document on standard output."""
-    click.echo(json.dumps(_clean(doc), indent=2, allow_nan=False))
+    click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
 
 
 def fmt(v: Any) -> str:

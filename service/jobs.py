@@ -78,20 +78,20 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON has no NaN or infinity: a diverged loss in a progress or result document is
-    stored as null (the metrics table keeps the exact value)."""
+    stored (and printed) as null; the metrics table keeps the exact value."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(_finite(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(json_safe(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 # ------------------------------------------------------------------ creation

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from gradq.nn.datasets import BUILTIN
+from gradq.nn.optimizers import FIRST_ORDER_DEFAULTS
 
 __all__ = [
     "ACTIVATIONS",
@@ -420,15 +421,8 @@ HYPERPARAMETERS: dict[str, Kind] = {
 
 _WOLFE = {"c1": 1e-4, "c2": 0.9}
 OPTIMIZERS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.01},
-    "momentum": {"lr": 0.01, "momentum": 0.9},
-    "nesterov": {"lr": 0.01, "momentum": 0.9},
-    "adagrad": {"lr": 0.01, "eps": 1e-10},
-    "rmsprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
-    "rmsprop_nesterov": {"lr": 0.001, "alpha": 0.9, "momentum": 0.9, "eps": 1e-6},
-    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "amsgrad": False},
-    "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
-    "delta_bar_delta": {"lr": 0.01, "kappa": 1e-4, "phi": 0.1, "theta": 0.7},
+    # the first-order defaults are nn's own table, so the two cannot drift apart
+    **{name: dict(defaults) for name, defaults in FIRST_ORDER_DEFAULTS.items()},
     "closed_form": {},
     "newton": {"damping": 1e-4, "max_params": 5000},
     "cg_fr": {"restart": None, "c1": 1e-4, "c2": 0.1},

@@ -1,0 +1,107 @@
+"""The failure policy in one place (workers/failures.py): what fails at once, what retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from gradq.cli.main import main
+from gradq.service import jobs
+from gradq.service.db import ServiceUnavailable
+from gradq.workers import failures, methods
+
+
+def _spec(tmp_path: Path) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text("data: {dataset: iris}\nmodel: {hidden: [4]}\ntraining: {epochs: 2}\n")
+    return p
+
+
+def test_out_of_memory_fails_at_once_with_a_hint(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a model that does not fit the device
+    def too_big(*args: object, **kwargs: object) -> None:
+        raise MemoryError("Unable to allocate 512. GiB for an array")
+
+    monkeypatch.setattr(methods.Trainer, "run", too_big)
+    # When it runs
+    res = CliRunner().invoke(main, ["run", str(_spec(tmp_path)), "--json"])
+    # Then it fails once, not retried, with what to change, and the traceback is kept
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "failed" and doc["attempts"] == 1
+    assert "lower training.batch_size" in doc["error"] and "model.hidden" in doc["error"]
+    status = json.loads(CliRunner().invoke(main, ["status", doc["id"], "--json"]).stdout)
+    assert "MemoryError" in status["traceback"]
+
+
+def test_a_transient_error_is_retried(tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a database blip in the middle of the first attempt only
+    real = methods.Trainer.run
+    calls: list[int] = []
+
+    def blip_once(self: methods.Trainer, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ServiceUnavailable("database postgresql://u:***@h/db is unreachable")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(methods.Trainer, "run", blip_once)
+    monkeypatch.setattr("gradq.cli.main.time.sleep", lambda s: None)
+    res = CliRunner().invoke(main, ["run", str(_spec(tmp_path)), "--json"])
+    # Then the job went back to the queue and ran again: two attempts, one result
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 0 and doc["status"] == "succeeded" and doc["attempts"] == 2
+    assert len(calls) == 2
+
+
+def test_out_of_attempts_a_transient_error_fails(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADQ_MAX_ATTEMPTS", "1")
+
+    def blip(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("reset by peer")
+
+    monkeypatch.setattr(methods.Trainer, "run", blip)
+    res = CliRunner().invoke(main, ["run", str(_spec(tmp_path)), "--json"])
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 1 and doc["status"] == "failed"
+    assert "gave up after 1 attempts" in doc["error"]
+
+
+def test_with_retries_backs_off_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(failures.time, "sleep", sleeps.append)
+    calls = iter([ServiceUnavailable("down"), ServiceUnavailable("down"), "ok"])
+
+    def flaky() -> str:
+        v = next(calls)
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    assert failures.with_retries(flaky, deadline_s=60, what="x") == "ok"
+    assert sleeps == [0.25, 0.5]  # exponential backoff
+
+
+def test_with_retries_never_retries_a_lost_lease_or_a_bug() -> None:
+    def lost() -> None:
+        raise jobs.LeaseLost("gone")
+
+    with pytest.raises(jobs.LeaseLost):
+        failures.with_retries(lost, deadline_s=60, what="x")
+
+    def bug() -> None:
+        raise KeyError("k")
+
+    with pytest.raises(KeyError):
+        failures.with_retries(bug, deadline_s=60, what="x")
+
+
+def test_describe_says_what_to_do() -> None:
+    assert "lower training.batch_size" in failures.describe(MemoryError("x"))
+    assert failures.describe(ValueError("model.output: softmax needs …")).startswith("model")
+    assert failures.describe(RuntimeError("boom")) == "RuntimeError: boom"
