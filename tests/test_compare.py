@@ -17,6 +17,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from _cli import cli, cli_json, write_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.service import queries, submit
@@ -29,22 +30,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------ helpers
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def cli_json(*args: str) -> Any:
-    return json.loads(cli(*args, "--json"))
-
-
-def write_spec(tmp_path: Path, doc: dict[str, Any], name: str = "spec.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(doc))
-    return path
-
-
 def iris_spec(arms: list[Any] | None = None, *, seeds: int = 2, epochs: int = 2,
               batch_size: int | None = 16, **compare: Any) -> dict[str, Any]:
     """A comparison on iris (90 training samples: 6 minibatches of 16 an epoch)."""

@@ -17,8 +17,7 @@ from typing import Any
 
 import matplotlib.image
 import pytest
-from click.testing import CliRunner
-from gradq.cli.main import main
+from _cli import cli, cli_json
 
 pytestmark = pytest.mark.services
 
@@ -28,16 +27,6 @@ FINISHED = {"succeeded", "failed", "diverged", "cancelled"}
 
 
 # ------------------------------------------------------------------ helpers
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def cli_json(*args: str) -> Any:
-    return json.loads(cli(*args, "--json"))
-
-
 class Pool:
     """Two ``gradq worker --cpu`` processes, each in a process group of its own."""
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from _cli import cli, cli_json, write_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.service import report, submit
@@ -30,22 +31,6 @@ T975 = {1: 12.706204736174707, 2: 4.302652729749464, 3: 3.182446305284263}
 
 
 # ------------------------------------------------------------------ helpers
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def cli_json(*args: str) -> Any:
-    return json.loads(cli(*args, "--json"))
-
-
-def write_spec(tmp_path: Path, doc: dict[str, Any], name: str = "spec.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(doc))
-    return path
-
-
 def compare_spec(arms: list[Any], *, seeds: int = 4, metric: str = "test_loss",
                  epochs: int = 3, dataset: str = "iris", **compare: Any) -> dict[str, Any]:
     """A small comparison: a 16-unit MLP; on iris, minibatches of 16 (6 steps an epoch), on
