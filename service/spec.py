@@ -612,6 +612,7 @@ _SCHEMA = Section({
     "regularization": (Section({
         "l2": (_NONNEGATIVE, 0.0),
         "l1": (_NONNEGATIVE, 0.0),
+        "l1_proximal": (Bool(), False),
         "clip_grad_norm": (Nullable(_POSITIVE), None),
         "early_stopping": (Nullable(Section({
             "metric": (Choice(("val_loss", "val_accuracy")), "val_loss"),
@@ -705,6 +706,21 @@ def _activations(spec: dict) -> None:
                                              f"give one name, or a list of {n}")
 
 
+def _l1_proximal(spec: dict) -> None:
+    """The proximal L1 step follows a plain gradient step: sgd only (every arm, in a
+    comparison)."""
+    if not spec["regularization"]["l1_proximal"]:
+        return
+    names = [spec["optimizer"]["name"]]
+    if spec["kind"] == "compare" and spec.get("compare"):
+        names = [a["name"] if isinstance(a, Mapping) else a
+                 for a in spec["compare"]["optimizers"]]
+    for name in names:
+        if name != "sgd":
+            raise SpecError("regularization.l1_proximal",
+                            f"the proximal L1 step needs optimizer sgd, not {name}")
+
+
 def _hidden_size(spec: dict) -> None:
     h = spec["model"]["hidden"]
     total = sum(a * b for a, b in zip(h, h[1:], strict=False))
@@ -790,6 +806,7 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     _dataset(spec, Path(base_dir) if base_dir is not None else None, extra_datasets)
     _activations(spec)
     _hidden_size(spec)
+    _l1_proximal(spec)
     _closed_form(spec)
     _batch_size(spec)
     _compare(spec)

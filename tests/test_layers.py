@@ -74,6 +74,8 @@ TABLE: dict[str, dict[str, tuple[str, ...]]] = {
                                         "_sklearn_ridge_on_diabetes"),
         "l1": ("test_penalty_gradient", "test_networks.py::test_l1_shrinks_irrelevant_weights"
                                         "_to_the_lasso_zeros"),
+        "l1_proximal": ("test_networks.py::test_proximal_l1_sets_the_lasso_zeros_exactly",
+                        "test_networks.py::test_proximal_l1_needs_sgd"),
         "clip_grad_norm": ("test_clip_by_global_norm",),
         "early_stopping": ("test_networks.py::test_early_stopping_restores_the_best_epoch",),
         "bagging": ("test_methods.py::test_bagging_reports_members_and_the_error"

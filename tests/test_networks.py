@@ -239,6 +239,40 @@ def test_l1_shrinks_irrelevant_weights_to_the_lasso_zeros(xp: ModuleType) -> Non
     np.testing.assert_allclose(w[~zero], lasso.coef_[~zero], atol=1e-3)
 
 
+def test_proximal_l1_sets_the_lasso_zeros_exactly(xp: ModuleType) -> None:
+    """``regularization.l1_proximal``: sgd's step, then w ← sign(w)·max(|w| − ε·l1, 0) (ISTA).
+
+    Proximal gradient descent converges to the Lasso's minimiser with its exact zeros.
+    """
+    # Given 10 features of which only the first 3 matter
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(250, 10))
+    y = 3 * X[:, 0] - 2 * X[:, 1] + 1.5 * X[:, 2] + 0.5 * rng.normal(size=250)
+    data = prepare(X, y, "regression", validation=0.0, test=0.2, seed=0, standardize=False)
+    l1 = 0.2
+    spec = make_spec("diabetes", data={"validation": 0.0}, model={"hidden": []},
+                     optimizer={"name": "sgd", "lr": 0.05},
+                     regularization={"l1": l1, "l1_proximal": True},
+                     training={"epochs": 2000, "batch_size": "full"})
+    # When proximal gradient descent runs
+    out = Trainer(spec, data, xp).run()
+    w = out.arrays["W0"][:, 0]
+    lasso = Lasso(alpha=l1 / 2, tol=1e-12, max_iter=100_000).fit(data.X_train, data.y_train)
+    # Then the irrelevant weights are exactly zero, as the Lasso's, and the rest agree
+    zero = lasso.coef_ == 0
+    assert zero.tolist() == [False] * 3 + [True] * 7
+    assert (w[zero] == 0).all() and (w[~zero] != 0).all()
+    np.testing.assert_allclose(w[~zero], lasso.coef_[~zero], rtol=1e-6, atol=1e-8)
+
+
+def test_proximal_l1_needs_sgd() -> None:
+    from gradq.service.spec import SpecError, validate
+
+    with pytest.raises(SpecError, match="regularization.l1_proximal"):
+        validate({"data": {"dataset": "diabetes"}, "optimizer": {"name": "adam"},
+                  "regularization": {"l1": 0.1, "l1_proximal": True}})
+
+
 # -------------------------------------------------------------------------------- ridge
 @pytest.mark.parametrize("l2", [0.0, 0.05, 1.0])
 def test_ridge_from_closed_form_equals_sklearn_ridge_on_diabetes(xp: ModuleType, l2: float) -> None:

@@ -75,7 +75,7 @@ def batch_key(spec: dict[str, Any]) -> str | None:
     if (spec.get("kind") != "train" or m["kind"] != "mlp"
             or opt["name"] not in first_order.FIRST_ORDER_DEFAULTS
             or m["dropout"]["input"] or m["dropout"]["hidden"]
-            or reg["early_stopping"] or reg["bagging"]
+            or reg["early_stopping"] or reg["bagging"] or reg.get("l1_proximal")
             or tr["diagnostics"] or tr["time_limit_s"]):
         return None
     rest = {k: v for k, v in spec.items() if k not in LABELS and k != "optimizer"}

@@ -201,12 +201,14 @@ class Trainer:
         return initial_flat(self.spec, self.data, self.arch, self.batch)
 
     def objective_and_grad(self, X: Any, y: Any, *, train: bool = True, rng: Any = None,
-                           update_running: bool = False) -> Any:
-        """Data loss on (X, y); ``net.grads`` holds ∇(data loss + penalty)."""
+                           update_running: bool = False, l1: bool = True) -> Any:
+        """Data loss on (X, y); ``net.grads`` holds ∇(data loss + penalty).
+
+        ``l1=False`` leaves the L1 term out (a proximal step applies it instead)."""
         loss = self.net.loss_and_grad(X, y, train=train, rng=rng,
                                       update_running=update_running)
         add_penalty_gradient(self.net.grads, self.net.params, self.net.n_weights, self.l2,
-                             self.l1)
+                             self.l1 if l1 else 0.0)
         return loss
 
     def evaluate(self) -> dict[str, Any]:
@@ -473,16 +475,33 @@ class FirstOrderStepper:
         self.warnings: list[str] = []
         if name == "delta_bar_delta" and tr.batch < tr.n_train:
             self.warnings.append("delta_bar_delta is a full-batch rule; it ran on minibatches")
+        self.proximal = bool(tr.spec["regularization"].get("l1_proximal")) and tr.l1 > 0
+        if self.proximal:
+            if name != "sgd":
+                raise ValueError("regularization.l1_proximal: the proximal L1 step follows a "
+                                 f"plain gradient step: it needs optimizer sgd, not {name}")
+            lr = float(hyper.get("lr", first_order.FIRST_ORDER_DEFAULTS["sgd"]["lr"]))
+            self.rate = (first_order.linear_schedule(lr, schedule["final_lr"],
+                                                     schedule["steps"])
+                         if schedule else (lambda k: lr))
 
     def init(self) -> Any:
         return self.transform.init(self.tr.net.params)
 
     def step(self, X: Any, y: Any, rng: Any, state: Any) -> Any:
         tr, net = self.tr, self.tr.net
-        tr.objective_and_grad(X, y, rng=rng, update_running=True)
+        tr.objective_and_grad(X, y, rng=rng, update_running=True, l1=not self.proximal)
         if tr.clip is not None:
             clip_by_global_norm(net.grads, float(tr.clip))
-        return first_order.apply_updates(self.transform, net.grads, state, net.params)
+        state = first_order.apply_updates(self.transform, net.grads, state, net.params)
+        if self.proximal:
+            # proximal gradient (ISTA): w ← sign(w)·max(|w| − ε_k·l1, 0) on the weights, the
+            # exact minimiser of ε_k·l1·‖w‖₁ + ½‖w − v‖², which sets weights to exactly 0
+            xp = tr.xp
+            w = net.params[..., : net.n_weights]
+            shrink = self.rate(state.count - 1) * tr.l1  # ε_k of the step just taken
+            w[...] = xp.sign(w) * xp.maximum(xp.abs(w) - shrink, 0)
+        return state
 
 
 class MinimizerStepper:
