@@ -222,8 +222,6 @@ def ls(status: str | None, kind: str | None, parent: str | None, limit: int,
 @handle_errors
 def status(job: str, watch: bool, interval: float, as_json: bool) -> None:
     """State, progress, device and worker of JOB."""
-    import time
-
     while True:
         doc = queries.status(job)
         if as_json and not watch:
@@ -335,8 +333,8 @@ def retry(job: str, as_json: bool) -> None:
     job_id = queries.resolve_id(job)  # an unknown id is a usage error, broker or not
     ping_broker()
     todo = jobs.retry(job_id)
-    for job_id, queue, prio in todo:
-        send_job(job_id, queue, prio)
+    for todo_id, queue, prio in todo:  # not job_id: the JSON below names the job asked for
+        send_job(todo_id, queue, prio)
     jobs.mark_enqueued([t[0] for t in todo])
     if as_json:
         emit_json({"id": job_id, "status": "queued",
@@ -403,22 +401,21 @@ def db_group() -> None:
     """Database schema migrations."""
 
 
-@db_group.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
-@handle_errors
-def db_upgrade(revision: str) -> None:
-    """Apply migrations (alembic upgrade)."""
-    rev = db.upgrade(revision=revision)
-    click.echo(f"database {redact(get_settings().database_url)} is at revision {rev}")
+def _db_migrate_command(name: str, migrate: Callable[..., str], default: str,
+                        summary: str) -> None:
+    """``gradq db upgrade|downgrade``: the same option and output, one service call each."""
+
+    @db_group.command(name, help=summary)
+    @click.option("--revision", default=default, show_default=True)
+    @handle_errors
+    def command(revision: str) -> None:
+        rev = migrate(revision=revision)
+        click.echo(f"database {redact(get_settings().database_url)} is at revision {rev}")
 
 
-@db_group.command("downgrade")
-@click.option("--revision", default="base", show_default=True)
-@handle_errors
-def db_downgrade(revision: str) -> None:
-    """Revert migrations (alembic downgrade); ``base`` drops every gradq table."""
-    rev = db.downgrade(revision=revision)
-    click.echo(f"database {redact(get_settings().database_url)} is at revision {rev}")
+_db_migrate_command("upgrade", db.upgrade, "head", "Apply migrations (alembic upgrade).")
+_db_migrate_command("downgrade", db.downgrade, "base",
+                    "Revert migrations (alembic downgrade); ``base`` drops every gradq table.")
 
 
 @db_group.command("current")

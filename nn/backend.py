@@ -64,11 +64,6 @@ def to_numpy(x: Any) -> numpy.ndarray:
     return numpy.asarray(x)
 
 
-def to_device(x: Any, xp: ModuleType) -> Any:
-    """Put a host array on ``xp``'s device."""
-    return xp.asarray(x)
-
-
 def synchronize(xp: ModuleType) -> None:
     """Wait for queued device work (used by benchmarks and timings only)."""
     if cupy is not None and xp is cupy:

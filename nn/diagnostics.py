@@ -43,8 +43,8 @@ def lanczos_extremes(matvec: Callable[[Array], Array], v0: Array, iterations: in
         a = float((w * basis[j]).sum())
         alphas.append(a)
         w = w - a * basis[j] - (betas[-1] * basis[j - 1] if j > 0 else 0)
-        for b in basis:  # full reorthogonalization
-            w = w - float((w * b).sum()) * b
+        for b in basis:  # full reorthogonalization (the projections stay on the device)
+            w = w - (w * b).sum() * b
         beta = float(xp.sqrt((w * w).sum()))
         if j == m - 1 or beta < 1e-10:
             break

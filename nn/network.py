@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .activations import ACTIVATIONS, prelu, prelu_backward
+from .activations import ACTIVATIONS, NAMES, prelu, prelu_backward
 from .backend import array_module, to_numpy
 from .initializers import INITIALIZERS
 from .losses import OUTPUTS
@@ -52,7 +52,7 @@ class Architecture:
         if len(self.activations) != len(self.hidden):
             raise ValueError("one activation per hidden layer is needed")
         for a in self.activations:
-            if a not in ACTIVATIONS and a != "prelu":
+            if a not in NAMES:
                 raise ValueError(f"unknown activation {a!r}")
         if self.output not in OUTPUTS:
             raise ValueError(f"unknown output {self.output!r}")
@@ -85,7 +85,7 @@ def layout(arch: Architecture) -> tuple[list[Slot], int, int]:
     def add(name: str, shape: tuple[int, ...], role: str) -> None:
         nonlocal offset
         slots.append(Slot(name, shape, offset, role))
-        offset += int(np.prod(shape))
+        offset += slots[-1].size
 
     for i in range(len(sizes) - 1):
         add(f"W{i}", (sizes[i], sizes[i + 1]), "weight")
@@ -259,7 +259,7 @@ class Network:
             hidden = i < len(arch.hidden)
             if hidden and arch.batch_norm:
                 cache.pre.append(z)
-                z = self._bn_forward(p, i, z, train, cache, update_running)
+                z = self._bn_forward(v, i, z, train, cache, update_running)
             else:
                 z += v[f"b{i}"]
                 cache.pre.append(z)
@@ -295,10 +295,11 @@ class Network:
         return keep.astype(self.dtype) / (1.0 - p_drop)
 
     def _bn_forward(
-        self, p: Array, i: int, z: Array, train: bool, cache: Cache, update_running: bool
+        self, v: dict[str, Array], i: int, z: Array, train: bool, cache: Cache,
+        update_running: bool,
     ) -> Array:
         xp = self.xp
-        gamma, beta = self.view(p, f"gamma{i}"), self.view(p, f"beta{i}")
+        gamma, beta = v[f"gamma{i}"], v[f"beta{i}"]
         if train:
             mu = z.mean(axis=-2, keepdims=True)  # μ_B
             d = z - mu
@@ -347,7 +348,7 @@ class Network:
                 else:
                     dz *= ACTIVATIONS[name].derivative(zin, cache.act_out[i])  # δ ⊙ g'(z)
                 if arch.batch_norm:
-                    dz = self._bn_backward(p, g, i, dz, cache)
+                    dz = self._bn_backward(v, gv, i, dz, cache)
                 else:
                     _sum_rows(dz, gv[f"b{i}"])  # ∂L/∂b = Σ_rows δ
             else:
@@ -365,12 +366,12 @@ class Network:
                 dz = xp.matmul(dz, WT, out=out)  # ∂L/∂x = δ Wᵀ
         return g
 
-    def _bn_backward(self, p: Array, g: Array, i: int, dout: Array, cache: Cache) -> Array:
+    def _bn_backward(self, v: dict[str, Array], gv: dict[str, Array], i: int, dout: Array,
+                     cache: Cache) -> Array:
         xhat, inv = cache.bn[i]
-        gamma = self.view(p, f"gamma{i}")
-        self.view(g, f"gamma{i}")[...] = (dout * xhat).sum(axis=-2, keepdims=True)
-        self.view(g, f"beta{i}")[...] = dout.sum(axis=-2, keepdims=True)
-        dx = dout * gamma
+        gv[f"gamma{i}"][...] = (dout * xhat).sum(axis=-2, keepdims=True)
+        gv[f"beta{i}"][...] = dout.sum(axis=-2, keepdims=True)
+        dx = dout * v[f"gamma{i}"]
         if cache.bn_stats[i] is None:  # running statistics are constants
             return dx * inv
         n = dout.shape[-2]

@@ -37,10 +37,6 @@ class Transform(NamedTuple):
     fused: Callable[[Array, Any, Array], Any] | None = None
 
 
-class EmptyState(NamedTuple):
-    pass
-
-
 def chain(*transforms: Transform) -> Transform:
     """Apply transforms in order; the state is the tuple of their states."""
 
@@ -73,6 +69,11 @@ def linear_schedule(lr: Any, final_lr: float, steps: int) -> Callable[[Array], A
     return at
 
 
+def _rate(lr: Any, schedule: Callable[[Array], Array] | None, count: Array, dtype: Any) -> Any:
+    """ε_k: the constant ``lr``, or the schedule at step ``count`` in the buffer's dtype."""
+    return lr if schedule is None else schedule(count).astype(dtype)
+
+
 def scale_by_learning_rate(lr: Any, schedule: Callable[[Array], Array] | None = None
                            ) -> Transform:
     """u = −ε_k·g: the single place where the sign is flipped."""
@@ -82,16 +83,14 @@ def scale_by_learning_rate(lr: Any, schedule: Callable[[Array], Array] | None = 
         return ScheduleState(xp.zeros((), dtype=np.int64))
 
     def update(g: Array, state: ScheduleState, params: Array) -> tuple[Array, ScheduleState]:
-        rate = lr if schedule is None else schedule(state.count).astype(g.dtype)
-        return -rate * g, ScheduleState(state.count + 1)
+        return -_rate(lr, schedule, state.count, g.dtype) * g, ScheduleState(state.count + 1)
 
     return Transform(init, update)
 
 
 # -------------------------------------------------------------------- momentum
 class TraceState(NamedTuple):
-    buf: Array  # b, the velocity
-    started: Array  # 0 before the first step: torch sets b₁ = g
+    buf: Array  # b, the velocity (b₀ = 0, so b₁ = g as torch sets it)
 
 
 def trace(momentum: Any, nesterov: bool = False) -> Transform:
@@ -99,12 +98,12 @@ def trace(momentum: Any, nesterov: bool = False) -> Transform:
 
     def init(params: Array) -> TraceState:
         xp = array_module(params)
-        return TraceState(xp.zeros_like(params), xp.zeros((), dtype=np.int64))
+        return TraceState(xp.zeros_like(params))
 
     def update(g: Array, state: TraceState, params: Array) -> tuple[Array, TraceState]:
         buf = momentum * state.buf + g  # b₀ = 0, so b₁ = g as in torch
         out = g + momentum * buf if nesterov else buf
-        return out, TraceState(buf, state.started + 1)
+        return out, TraceState(buf)
 
     return Transform(init, update)
 
@@ -124,7 +123,6 @@ def scale_by_adagrad(eps: float) -> Transform:
         xp = array_module(g)
         s = state.sum_sq + g * g
         return g / (xp.sqrt(s) + eps), AdagradState(s)
-
 
     return Transform(init, update)
 
@@ -230,7 +228,7 @@ def rmsprop_nesterov(lr: Any, alpha: Any, momentum: Any, eps: float,
     def update(g: Array, state: RmsNesterovState, params: Array
                ) -> tuple[Array, RmsNesterovState]:
         xp = array_module(g)
-        rate = lr if schedule is None else schedule(state.count).astype(g.dtype)
+        rate = _rate(lr, schedule, state.count, g.dtype)
         r = alpha * state.sq + (1 - alpha) * g * g  # r = ρr + (1−ρ)g²
         v = momentum * state.velocity - rate * g / xp.sqrt(r + eps)  # v = αv − ε g/√(r+δ)
         return (1 + momentum) * v - momentum * state.velocity, RmsNesterovState(
@@ -352,8 +350,8 @@ def _fused_step(name: str, h: dict[str, Any], sched: Callable[[Array], Array] | 
     as the generic transform's (so checkpoints and the two paths interchange)."""
     h = {k: bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for k, v in h.items()}
 
-    def rate(count: Array, g: Array) -> Any:  # ε_k, as scale_by_learning_rate computes it
-        return h["lr"] if sched is None else sched(count).astype(g.dtype)
+    def rate(count: Array, g: Array) -> Any:
+        return _rate(h["lr"], sched, count, g.dtype)
 
     if name == "sgd":
         def sgd(g: Array, state: ScheduleState, p: Array) -> ScheduleState:
@@ -365,7 +363,7 @@ def _fused_step(name: str, h: dict[str, Any], sched: Callable[[Array], Array] | 
         def momentum(g: Array, state: tuple, p: Array) -> tuple:
             tr, sc = state
             fused.launch(name, g, rate(sc.count, g), h["momentum"], p, tr.buf)
-            return TraceState(tr.buf, tr.started + 1), ScheduleState(sc.count + 1)
+            return tr, ScheduleState(sc.count + 1)
         return momentum
 
     if name == "adagrad":
@@ -387,7 +385,7 @@ def _fused_step(name: str, h: dict[str, Any], sched: Callable[[Array], Array] | 
                 outs = [p, rms.sq, rms.mean, tr.buf] if centered else [p, rms.sq, tr.buf]
                 rule = "rmsprop_centered_momentum" if centered else "rmsprop_momentum"
                 fused.launch(rule, *args, *outs)
-                return rms, TraceState(tr.buf, tr.started + 1), ScheduleState(sc.count + 1)
+                return rms, tr, ScheduleState(sc.count + 1)
             outs = [p, rms.sq, rms.mean] if centered else [p, rms.sq]
             fused.launch("rmsprop_centered" if centered else "rmsprop", *args, *outs)
             return rms, ScheduleState(sc.count + 1)

@@ -94,8 +94,7 @@ def expand(spec: dict[str, Any], user_batch: bool = True) -> NewJob:
             for i in range(cmp["seeds"]):
                 children.append(_arm_job(spec, n, arm, points[0], spec["seed"] + i,
                                          user_batch))
-    return NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children,
-                  )
+    return NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
 
 
 def user_batch_of(spec: dict[str, Any]) -> bool:

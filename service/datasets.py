@@ -35,11 +35,6 @@ def registered(name: str, url: str | None = None) -> str | None:
         return s.execute(sa.select(DatasetName.hash).where(DatasetName.name == name)).scalar()
 
 
-def registered_names(url: str | None = None) -> list[str]:
-    with session_scope(url) as s:
-        return list(s.execute(sa.select(DatasetName.name)).scalars())
-
-
 def add(name: str, path: str | Path, max_bytes: int, url: str | None = None) -> dict[str, Any]:
     """Register a dataset file under ``name`` (re-registering replaces the name's target)."""
     if name in BUILTIN:
@@ -59,12 +54,6 @@ def fetch_dataset_bytes(digest: str, url: str | None = None) -> bytes:
     if data is None:
         raise DatasetNotFound(f"dataset {digest} is not in the database")
     return bytes(data)
-
-
-def load_registered(digest: str, url: str | None = None) -> Dataset:
-    from gradq.nn.datasets import parse_bytes
-
-    return parse_bytes(fetch_dataset_bytes(digest, url), "npz", name=f"dataset {digest[:12]}")
 
 
 def listing(url: str | None = None) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from .settings import get_settings, redact
 
@@ -157,8 +157,7 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
     engine = get_engine(url)
     ensure_schema(engine)
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
-    session = factory()
+    session = Session(engine, expire_on_commit=False)
     try:
         yield session
         session.commit()

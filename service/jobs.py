@@ -35,6 +35,7 @@ from .models import (
     utcnow,
 )
 from .settings import get_settings
+from .spec import canonical_json
 
 
 class LeaseLost(RuntimeError):
@@ -91,7 +92,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(json_safe(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return canonical_json(json_safe(obj))
 
 
 # ------------------------------------------------------------------ creation
@@ -121,7 +122,7 @@ def create_jobs(job: NewJob, *, dataset: tuple[str, bytes, str] | None, priority
 
 
 def _add_job(s: Session, j: NewJob, parent: str | None, digest: str | None, priority: int,
-             max_attempts: int, ids: list[str]) -> str:
+             max_attempts: int, ids: list[str]) -> None:
     jid = new_id()
     s.add(Job(id=jid, kind=j.kind, name=j.name, status=JobStatus.QUEUED, parent_id=parent,
               spec=_dumps(j.spec), dataset_hash=digest, seed=j.seed,
@@ -132,7 +133,6 @@ def _add_job(s: Session, j: NewJob, parent: str | None, digest: str | None, prio
     ids.append(jid)
     for c in j.children:
         _add_job(s, c, jid, digest, priority, max_attempts, ids)
-    return jid
 
 
 def mark_enqueued(job_ids: Iterable[str], url: str | None = None) -> None:
@@ -146,9 +146,9 @@ def mark_enqueued(job_ids: Iterable[str], url: str | None = None) -> None:
 def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, str, int]]:
     """(id, queue, priority) of the given jobs that a worker should run (no parents)."""
     with session_scope(url) as s:
-        rows = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.kind)
-                         .where(Job.id.in_(list(job_ids)))).all()
-    return [(r.id, r.queue, r.priority) for r in rows if r.kind != "compare"]
+        rows = s.execute(sa.select(Job.id, Job.queue, Job.priority)
+                         .where(Job.id.in_(list(job_ids)), Job.kind != "compare")).all()
+    return [(r.id, r.queue, r.priority) for r in rows]
 
 
 def queued_children(parent_id: str, url: str | None = None) -> list[str]:
@@ -167,27 +167,33 @@ def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:
 
 
 # ------------------------------------------------------------------- leases
+def _claim_row(s: Session, job_id: str, worker: str, now: datetime) -> sa.Row | None:
+    """queued → running by compare-and-set, bumping the fencing token. Returns the won
+    row's new (lease_token, attempts, parent_id), or None if it was not there to win."""
+    return s.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
+               Job.cancel_requested.is_(False))
+        .values(status=JobStatus.RUNNING, lease_token=Job.lease_token + 1, worker=worker,
+                heartbeat_at=now, attempts=Job.attempts + 1,
+                started_at=sa.func.coalesce(Job.started_at, now))
+        .returning(Job.lease_token, Job.attempts, Job.parent_id)
+        .execution_options(synchronize_session=False)).first()
+
+
 def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
     """queued → running by compare-and-set; None if another worker won or it is not queued."""
     with session_scope(url) as s:
         now = utcnow()
-        res = s.execute(
-            sa.update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
-                   Job.cancel_requested.is_(False))
-            .values(status=JobStatus.RUNNING, lease_token=Job.lease_token + 1, worker=worker,
-                    heartbeat_at=now, attempts=Job.attempts + 1,
-                    started_at=sa.func.coalesce(Job.started_at, now))
-            .execution_options(synchronize_session=False))
-        if res.rowcount != 1:
+        won = _claim_row(s, job_id, worker, now)
+        if won is None:
             return None
-        job = s.get(Job, job_id)
-        if job.parent_id:
-            s.execute(sa.update(Job).where(Job.id == job.parent_id,
+        if won.parent_id:
+            s.execute(sa.update(Job).where(Job.id == won.parent_id,
                                            Job.status == JobStatus.QUEUED)
                       .values(status=JobStatus.RUNNING, started_at=now)
                       .execution_options(synchronize_session=False))
-        return Lease(job_id, job.lease_token, worker, job.attempts)
+        return Lease(job_id, won.lease_token, worker, won.attempts)
 
 
 def claim_siblings(parent_id: str, worker: str, match: Callable[[dict[str, Any]], bool],
@@ -216,19 +222,9 @@ def claim_siblings(parent_id: str, worker: str, match: Callable[[dict[str, Any]]
                 break
             if not match(json.loads(row.spec)):
                 continue
-            res = s.execute(
-                sa.update(Job)
-                .where(Job.id == row.id, Job.status == JobStatus.QUEUED,
-                       Job.cancel_requested.is_(False))
-                .values(status=JobStatus.RUNNING, lease_token=Job.lease_token + 1,
-                        worker=worker, heartbeat_at=now, attempts=Job.attempts + 1,
-                        started_at=sa.func.coalesce(Job.started_at, now))
-                .execution_options(synchronize_session=False))
-            if res.rowcount != 1:
-                continue
-            token, attempts = s.execute(sa.select(Job.lease_token, Job.attempts)
-                                        .where(Job.id == row.id)).one()
-            leases.append(Lease(row.id, token, worker, attempts))
+            won = _claim_row(s, row.id, worker, now)
+            if won is not None:
+                leases.append(Lease(row.id, won.lease_token, worker, won.attempts))
     return leases
 
 
@@ -253,17 +249,10 @@ def fence(session: Session, lease: Lease) -> bool:
 
     Raises ``LeaseLost`` if the job is no longer running under this token.
     """
-    _bound_idle_lock(session)
-    res = session.execute(
-        sa.update(Job)
-        .where(Job.id == lease.job_id, Job.lease_token == lease.token,
-               Job.status == JobStatus.RUNNING)
-        .values(heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False))
-    if res.rowcount != 1:
+    held = _fence_many(session, [lease])
+    if lease.job_id not in held:
         raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer held")
-    return bool(session.execute(sa.select(Job.cancel_requested)
-                                .where(Job.id == lease.job_id)).scalar())
+    return held[lease.job_id]
 
 
 def renew(lease: Lease, url: str | None = None) -> bool:
@@ -451,9 +440,12 @@ def latest_checkpoint(job_id: str, url: str | None = None) -> tuple[int, int, by
 def save_artifact(lease: Lease, name: str, data: bytes, url: str | None = None) -> None:
     with session_scope(url) as s:
         fence(s, lease)
-        s.execute(sa.delete(Artifact).where(Artifact.job_id == lease.job_id,
-                                            Artifact.name == name))
-        s.add(Artifact(job_id=lease.job_id, name=name, data=data))
+        _put_artifact(s, lease.job_id, name, data)
+
+
+def _put_artifact(s: Session, job_id: str, name: str, data: bytes) -> None:
+    s.execute(sa.delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+    s.add(Artifact(job_id=job_id, name=name, data=data))
 
 
 def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = None,
@@ -472,9 +464,7 @@ def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = N
                          timing=_dumps(result["timing"]), params=int(result["params"]),
                          extra=_dumps(result.get("extra", {}))))
         for name, data in (artifacts or {}).items():
-            s.execute(sa.delete(Artifact).where(Artifact.job_id == lease.job_id,
-                                                Artifact.name == name))
-            s.add(Artifact(job_id=lease.job_id, name=name, data=data))
+            _put_artifact(s, lease.job_id, name, data)
         values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error,
                                   "traceback": traceback}
         if progress is not None:
@@ -506,11 +496,14 @@ def release(lease: Lease, error: str, traceback: str | None = None,
 
 
 def _settle_parent(s: Session, job_id: str) -> list[str]:
+    """``_settle`` the comparison ``job_id`` belongs to, if any. Returns new job ids."""
+    parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
+    return [] if parent_id is None else _settle(s, parent_id)
+
+
+def _settle(s: Session, parent_id: str) -> list[str]:
     """Finish a comparison when its last child has finished (determined in SQL), or, when
     that child ends a grid's tuning phase, add the final runs. Returns new job ids."""
-    parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
-    if parent_id is None:
-        return []
     # lock the parent row so that two children finishing at once serialize here. FOR NO KEY
     # UPDATE, not FOR UPDATE: each child's own status update already holds a KEY SHARE lock
     # on the parent (PostgreSQL's foreign-key check on parent_id), which FOR UPDATE would
@@ -598,11 +591,9 @@ def cancel(job_id: str, url: str | None = None) -> list[str]:
                   .values(cancel_requested=True).execution_options(synchronize_session=False))
         s.flush()
         if job.parent_id:
-            _settle_parent(s, job_id)
-        if job.kind == "compare":
-            child = s.execute(sa.select(Job.id).where(Job.parent_id == job_id).limit(1)).scalar()
-            if child:
-                _settle_parent(s, child)
+            _settle(s, job.parent_id)
+        if job.kind == "compare" and len(ids) > 1:  # ids[1:] are its children
+            _settle(s, job_id)
         return ids
 
 
@@ -619,10 +610,12 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                 f"job {job_id} is {JobStatus(job.status).value}; only failed, diverged or "
                 "cancelled jobs can be retried")
         if job.kind == "compare":
-            ids = list(s.execute(sa.select(Job.id).where(Job.parent_id == job_id,
-                                                         Job.status.in_(again))).scalars())
+            todo = [(r.id, r.queue, r.priority) for r in s.execute(
+                sa.select(Job.id, Job.queue, Job.priority)
+                .where(Job.parent_id == job_id, Job.status.in_(again)))]
         else:
-            ids = [job_id]
+            todo = [(job.id, job.queue, job.priority)]
+        ids = [t[0] for t in todo]
         reset = {"status": JobStatus.QUEUED, "attempts": 0, "error": None, "traceback": None,
                  "cancel_requested": False, "finished_at": None, "worker": None,
                  "enqueued_at": utcnow()}
@@ -634,8 +627,7 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                       .values(status=JobStatus.RUNNING, finished_at=None, error=None,
                               cancel_requested=False)
                       .execution_options(synchronize_session=False))
-        rows = s.execute(sa.select(Job.id, Job.queue, Job.priority).where(Job.id.in_(ids))).all()
-        return [(r.id, r.queue, r.priority) for r in rows]
+        return todo
 
 
 # ------------------------------------------------------------------ sweeper
@@ -662,7 +654,8 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
             ms = max(1000, int(lease_s * 1000))
             s.execute(sa.text(f"SET LOCAL lock_timeout = {ms}"))
         # rows locked by a writer in mid-transaction are skipped (the next sweep sees them)
-        lapsed = s.execute(sa.select(Job.id, Job.attempts, Job.max_attempts, Job.worker)
+        lapsed = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.attempts,
+                                     Job.max_attempts, Job.worker)
                            .where(Job.status == JobStatus.RUNNING, Job.kind != "compare",
                                   Job.heartbeat_at < stale)
                            .with_for_update(skip_locked=True, key_share=True)).all()
@@ -685,8 +678,8 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
                 s.flush()
                 _settle_parent(s, r.id)
             elif res.rowcount:
-                out.append(r.id)
-        lost = s.execute(sa.select(Job.id, Job.queue, Job.enqueued_at).where(
+                out.append((r.id, r.queue, r.priority))
+        lost = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.enqueued_at).where(
             Job.status == JobStatus.QUEUED, Job.kind != "compare",
             Job.cancel_requested.is_(False),
             sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))
@@ -698,14 +691,12 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
                     empty[r.queue] = queue_is_empty(r.queue)
                 if not empty[r.queue]:
                     continue  # its message is most likely still waiting in the queue
-            out.append(r.id)
+            out.append((r.id, r.queue, r.priority))
+        out = list(dict.fromkeys(out))  # a job requeued above is published once
         if out:
-            s.execute(sa.update(Job).where(Job.id.in_(out)).values(enqueued_at=now)
-                      .execution_options(synchronize_session=False))
-            rows = s.execute(sa.select(Job.id, Job.queue, Job.priority)
-                             .where(Job.id.in_(out))).all()
-            return [(r.id, r.queue, r.priority) for r in rows]
-    return []
+            s.execute(sa.update(Job).where(Job.id.in_([t[0] for t in out]))
+                      .values(enqueued_at=now).execution_options(synchronize_session=False))
+    return out
 
 
 def end_frozen_writers(lease_s: float, url: str | None = None) -> list[int]:

@@ -40,10 +40,6 @@ class JobStatus(str, enum.Enum):
     DIVERGED = "diverged"
     CANCELLED = "cancelled"
 
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIVERGED,
                       JobStatus.CANCELLED})

@@ -58,8 +58,7 @@ def list_jobs(status: str | None = None, kind: str | None = None, limit: int = 5
              "parent": r.parent_id, "created_at": _iso(r.created_at)} for r in rows]
 
 
-def _document(s: sa.orm.Session, job: Job) -> dict[str, Any]:
-    res = s.get(Result, job.id)
+def _document(job: Job, res: Result | None) -> dict[str, Any]:
     spec = json.loads(job.spec)
     return {
         "id": job.id, "kind": job.kind, "status": JobStatus(job.status).value,
@@ -90,26 +89,26 @@ def _timing_so_far(job: Job) -> dict[str, Any] | None:
             "samples_per_s": None}
 
 
+def _single(s: sa.orm.Session, job: Job) -> dict[str, Any]:
+    """One job's document, without the keys that only some jobs have when this has none."""
+    doc = _document(job, s.get(Result, job.id))
+    for key in ("extra", "arm"):
+        if doc[key] is None:
+            doc.pop(key)
+    return doc
+
+
 def result(job_id: str, url: str | None = None) -> dict[str, Any]:
     """The SPEC §6 result document."""
     with session_scope(url) as s:
-        doc = _document(s, resolve(s, job_id))
-    if doc["extra"] is None:
-        doc.pop("extra")
-    if doc["arm"] is None:
-        doc.pop("arm")
-    return doc
+        return _single(s, resolve(s, job_id))
 
 
 def status(job_id: str, url: str | None = None) -> dict[str, Any]:
     """The result document plus ``progress`` (a comparison: children counted by status)."""
     with session_scope(url) as s:
         job = resolve(s, job_id)
-        doc = _document(s, job)
-        if doc["extra"] is None:
-            doc.pop("extra")
-        if doc["arm"] is None:
-            doc.pop("arm")
+        doc = _single(s, job)
         progress = json.loads(job.progress or "{}")
         if job.kind == "compare":
             counts = dict(s.execute(sa.select(Job.status, sa.func.count())
@@ -170,6 +169,7 @@ def children(job_id: str, url: str | None = None) -> list[dict[str, Any]]:
     """Every child of a comparison with its result document."""
     with session_scope(url) as s:
         job = resolve(s, job_id)
-        rows = s.execute(sa.select(Job).where(Job.parent_id == job.id)
-                         .order_by(Job.created_at, Job.id)).scalars().all()
-        return [_document(s, r) for r in rows]
+        rows = s.execute(sa.select(Job, Result).outerjoin(Result, Result.job_id == Job.id)
+                         .where(Job.parent_id == job.id)
+                         .order_by(Job.created_at, Job.id)).all()
+        return [_document(kid, res) for kid, res in rows]

@@ -18,16 +18,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from scipy import stats
+from sqlalchemy.orm import Session
 
 from .db import session_scope
 from .models import Job, JobStatus, Metric, Result
 from .queries import resolve
-
-LOWER_IS_BETTER_SUFFIXES = ("_loss", "_error")
-
-
-def lower_is_better(metric: str) -> bool:
-    return not metric.endswith("_accuracy")
+from .spec import lower_is_better
 
 
 def interval(values: list[float]) -> dict[str, Any]:
@@ -45,41 +41,32 @@ def interval(values: list[float]) -> dict[str, Any]:
     return {"n": n, "mean": mean, "std": std, "se": se, "ci95": [mean - h, mean + h]}
 
 
-def _load(parent_id: str) -> tuple[Job, list[tuple[Job, Result | None]], dict]:
-    with session_scope() as s:
-        parent = resolve(s, parent_id)
-        if parent.kind != "compare":
-            raise ValueError(f"job {parent.id} is a {parent.kind} job; report is for "
-                             "comparisons (kind: compare or data.folds)")
-        kids = s.execute(sa.select(Job).where(Job.parent_id == parent.id)).scalars().all()
-        results = {r.job_id: r for r in s.execute(
-            sa.select(Result).where(Result.job_id.in_([k.id for k in kids]))).scalars()}
-        curves: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(dict)
-        rows = s.execute(sa.select(Metric.job_id, Metric.name, Metric.step, Metric.time_s,
-                                   Metric.value)
-                         .where(Metric.job_id.in_([k.id for k in kids]))
-                         .order_by(Metric.job_id, Metric.name, Metric.step)).all()
-        for r in rows:
-            curves[r.job_id].setdefault(r.name, []).append(
-                (r.step, r.time_s, math.nan if r.value is None else r.value))
-        for k in kids:
-            s.expunge(k)
-        s.expunge(parent)
-    return parent, [(k, results.get(k.id)) for k in kids], curves
+def _load(s: Session, parent: Job, metric: str
+          ) -> tuple[list[tuple[Job, Result | None]], dict[str, list[tuple[int, float, float]]]]:
+    """A comparison's children with their results, and each child's (step, time_s, value)
+    curve of ``metric`` in step order (the only curve a report reads)."""
+    kids = s.execute(sa.select(Job).where(Job.parent_id == parent.id)).scalars().all()
+    results = {r.job_id: r for r in s.execute(
+        sa.select(Result).where(Result.job_id.in_([k.id for k in kids]))).scalars()}
+    curves: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    rows = s.execute(sa.select(Metric.job_id, Metric.step, Metric.time_s, Metric.value)
+                     .join(Job, Job.id == Metric.job_id)
+                     .where(Job.parent_id == parent.id, Metric.name == metric)
+                     .order_by(Metric.job_id, Metric.step)).all()
+    for r in rows:
+        curves[r.job_id].append((r.step, r.time_s, math.nan if r.value is None else r.value))
+    return [(k, results.get(k.id)) for k in kids], curves
 
 
-def bagging_report(job_id: str) -> dict[str, Any]:
+def _bagging_report(job: Job, res: Result | None) -> dict[str, Any]:
     """A bagging job's ensemble against its members (Goodfellow et al., §7.11).
 
     With ε_i member i's error on an example, v = E[ε_i²] and c = E[ε_i ε_j] (i ≠ j), the
     ensemble's expected squared error is (1/k)v + ((k−1)/k)c: it shrinks towards c as k
     grows, and to v/k when the members' errors are uncorrelated.
     """
-    with session_scope() as s:
-        job = resolve(s, job_id)
-        res = s.get(Result, job.id)
-        status = JobStatus(job.status).value
-        jid = job.id
+    status = JobStatus(job.status).value
+    jid = job.id
     extra = json.loads(res.extra) if res is not None else {}
     if "bagging" not in extra:
         raise ValueError(f"job {jid} is a train job without bagging; report is for "
@@ -94,13 +81,12 @@ def bagging_report(job_id: str) -> dict[str, Any]:
 def build_report(parent_id: str) -> dict[str, Any]:
     """The SPEC §6 report document, readable while the comparison runs (marked partial)."""
     with session_scope() as s:
-        kind = resolve(s, parent_id).kind
-    if kind == "train":
-        return bagging_report(parent_id)
-    parent, kids, curves = _load(parent_id)
-    spec = json.loads(parent.spec)
-    cmp = spec.get("compare") or {}
-    metric = cmp.get("metric", "test_loss")
+        parent = resolve(s, parent_id)
+        if parent.kind == "train":
+            return _bagging_report(parent, s.get(Result, parent.id))
+        cmp = json.loads(parent.spec).get("compare") or {}
+        metric = cmp.get("metric", "test_loss")
+        kids, curves = _load(s, parent, metric)
     target = cmp.get("target")
     low = lower_is_better(metric)
     arms: dict[str, dict[str, Any]] = {}
@@ -110,23 +96,23 @@ def build_report(parent_id: str) -> dict[str, Any]:
     tuned = json.loads(parent.progress or "{}").get("tuning", {})
     tune_counts: dict[str, int] = defaultdict(int)
     tune_bad: dict[str, dict[str, int]] = defaultdict(dict)
+    index: dict[str, int] = {}  # the arm's place in the spec, or the fold's number
     for job, res in kids:
         cspec = json.loads(job.spec)
         label = cspec.get("_arm") or cspec["optimizer"]["name"]
+        index.setdefault(label, cspec.get("_arm_index", cspec.get("_fold", [0, 0])[1]))
+        status = JobStatus(job.status).value
+        counts[status] += 1
         if cspec.get("_phase") == "tune":  # tuning runs choose a setting; they are not pooled
             tune_counts[label] += 1
-            status = JobStatus(job.status).value
-            counts[status] += 1
             if status in ("failed", "diverged", "cancelled"):
                 tune_bad[label][status] = tune_bad[label].get(status, 0) + 1
             continue
         if label not in arms:
             order.append(label)
-            arms[label] = {"optimizer": label, "values": [], "runs": [], "excluded": {},
-                           "reach_steps": [], "reach_time": [], "auc": [], "curves": []}
+            arms[label] = {"values": [], "runs": [], "excluded": {}, "reach_steps": [],
+                           "reach_time": [], "auc": []}
         arm = arms[label]
-        status = JobStatus(job.status).value
-        counts[status] += 1
         if status in ("queued", "running"):
             continue  # not finished yet: the report is marked partial, nothing is excluded
         if status != "succeeded" or res is None:
@@ -139,13 +125,12 @@ def build_report(parent_id: str) -> dict[str, Any]:
             continue
         arm["values"].append(float(value))
         arm["runs"].append(job.id)
-        seed_key = cspec.get("_fold", [None, job.seed])[1] if cspec.get("_fold") else job.seed
+        seed_key = cspec["_fold"][1] if cspec.get("_fold") else job.seed
         by_seed[label][seed_key] = float(value)
-        curve = curves.get(job.id, {}).get(metric)
+        curve = curves.get(job.id)
         if curve:
             steps = np.array([c[0] for c in curve], dtype=np.float64)
             vals = np.array([c[2] for c in curve], dtype=np.float64)
-            arm["curves"].append((steps, vals))
             if len(steps) > 1 and steps[-1] > 0:
                 arm["auc"].append(float(np.trapezoid(vals, steps) / steps[-1]))
             if target is not None:
@@ -156,12 +141,7 @@ def build_report(parent_id: str) -> dict[str, Any]:
         if label not in arms:
             order.append(label)
             arms[label] = {"values": [], "runs": [], "excluded": {}, "reach_steps": [],
-                           "reach_time": [], "auc": [], "curves": []}
-    index = {}
-    for job, _ in kids:
-        c = json.loads(job.spec)
-        index.setdefault(c.get("_arm") or c["optimizer"]["name"],
-                         c.get("_arm_index", c.get("_fold", [0, 0])[1]))
+                           "reach_time": [], "auc": []}
     order.sort(key=lambda label: index.get(label, 0))
     out_arms = []
     for label in order:
@@ -226,13 +206,18 @@ def build_report(parent_id: str) -> dict[str, Any]:
 def mean_curves(parent_id: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray,
                                                                  np.ndarray]]:
     """Per arm: (steps, mean, half-width of the 95% band) of a metric's curve over seeds."""
-    parent, kids, curves = _load(parent_id)
+    with session_scope() as s:
+        parent = resolve(s, parent_id)
+        if parent.kind != "compare":
+            raise ValueError(f"job {parent.id} is a {parent.kind} job; report is for "
+                             "comparisons (kind: compare or data.folds)")
+        kids, curves = _load(s, parent, metric)
     groups: dict[str, list[np.ndarray]] = defaultdict(list)
     steps_of: dict[str, np.ndarray] = {}
     for job, _ in kids:
         if JobStatus(job.status) is not JobStatus.SUCCEEDED:
             continue
-        c = curves.get(job.id, {}).get(metric)
+        c = curves.get(job.id)
         if not c:
             continue
         cspec = json.loads(job.spec)

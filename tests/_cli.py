@@ -1,13 +1,22 @@
-"""Shared test helpers for driving the CLI in process (click's CliRunner)."""
+"""Shared test helpers: driving the CLI in process (click's CliRunner), writing and
+validating specs, and running a comparison's children here the way ``gradq run`` does."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from gradq.cli.main import main
+
+
+def invoke(*args: Any) -> tuple[int, str, str]:
+    """Run ``gradq ARGS`` (success not required): (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
 
 
 def cli(*args: str) -> str:
@@ -27,3 +36,41 @@ def write_spec(tmp_path: Path, doc: dict[str, Any], name: str = "spec.json") -> 
     path = tmp_path / name
     path.write_text(json.dumps(doc))
     return path
+
+
+def make_spec(dataset: str, **sections: Any) -> dict[str, Any]:
+    """A validated spec in float64: ``make_spec("digits", model={"hidden": [8]})``."""
+    from gradq.service.spec import validate
+
+    raw: dict[str, Any] = {"data": {"dataset": dataset}, "dtype": "float64", "seed": 0}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return validate(raw)
+
+
+def run_all(parent: str) -> None:
+    """Run every queued child of ``parent`` in this process until none is left (a grid's
+    final runs are queued when its tuning runs are done)."""
+    from gradq.service.jobs import queued_children
+    from gradq.workers.runner import execute
+
+    while todo := queued_children(parent):
+        for job_id in todo:
+            execute(job_id, worker="test-local")
+
+
+def private_redis_db(monkeypatch: pytest.MonkeyPatch, db: int) -> Iterator[str]:
+    """For a ``broker`` fixture: the real Redis on database ``db`` of a module's own, emptied
+    before and after, as ``GRADQ_BROKER_URL``. Other suites run workers on conftest's
+    ``redis_url`` database, and a worker there would take the messages a test looks for."""
+    import redis
+    from conftest import REDIS_URL, need_service
+
+    need_service("Redis", "127.0.0.1", 6379)
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setenv("GRADQ_BROKER_URL", url)
+    yield url
+    client.flushdb()
+    client.close()

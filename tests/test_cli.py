@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
-from conftest import REDIS_URL, need_service
+from _cli import invoke, private_redis_db
 from gradq.cli.main import main
 from gradq.service.db import dispose_engines, get_engine
 from gradq.service.models import Base
@@ -72,8 +71,7 @@ class Out:
 
 
 def gradq(*args: Any) -> Out:
-    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return Out(r.exit_code, r.stdout, r.stderr)
+    return Out(*invoke(*args))
 
 
 def write(path: Path, text: str) -> Path:
@@ -105,19 +103,8 @@ def broker_messages(redis_url: str) -> list[tuple[str, str, dict[str, Any]]]:
 
 @pytest.fixture
 def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The real Redis, like conftest's ``redis_url`` but on a database of these tests' own:
-    other suites run workers on ``redis_url``'s database, and a worker there would take the
-    messages these tests look for."""
-    import redis
-
-    need_service("Redis", "127.0.0.1", 6379)
-    url = REDIS_URL.rsplit("/", 1)[0] + "/12"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    monkeypatch.setenv("GRADQ_BROKER_URL", url)
-    yield url
-    client.flushdb()
-    client.close()
+    """The real Redis on database 12, these tests' own."""
+    yield from private_redis_db(monkeypatch, 12)
 
 
 # ---------------------------------------------------------- the shared database

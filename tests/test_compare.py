@@ -17,12 +17,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from _cli import cli, cli_json, write_spec
+from _cli import cli, cli_json, run_all, write_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.service import queries, submit
 from gradq.service.db import session_scope
-from gradq.service.jobs import queued_children
 from gradq.service.models import Job
 from gradq.workers.runner import execute
 
@@ -50,12 +49,6 @@ def stored_children(parent: str) -> list[tuple[str, dict[str, Any], str]]:
                          .where(Job.parent_id == parent)).all()
     return [(r.id, json.loads(r.spec), str(getattr(r.status, "value", r.status)))
             for r in rows]
-
-
-def run_all(parent: str) -> None:
-    while todo := queued_children(parent):
-        for job_id in todo:
-            execute(job_id, worker="test-local")
 
 
 def arrays(blob: bytes) -> dict[str, np.ndarray]:

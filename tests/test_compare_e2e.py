@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import matplotlib.image
 import pytest
-from _cli import cli, cli_json
+from _cli import cli, cli_json, write_spec
 
 pytestmark = pytest.mark.services
 
@@ -92,12 +91,6 @@ def wait_finished(parent: str, pool: Pool, timeout_s: float = 120) -> dict[str, 
         for p in pool.procs:
             assert p.poll() is None, f"a worker exited with {p.returncode}\n{pool.tail()}"
         time.sleep(0.5)
-
-
-def write_spec(tmp_path: Path, doc: dict[str, Any]) -> Path:
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(doc))
-    return path
 
 
 def iris_compare(arms: list[Any], seeds: int, **compare: Any) -> dict[str, Any]:

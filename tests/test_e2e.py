@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
-from conftest import REDIS_URL, need_service
-from gradq.cli.main import main
+from _cli import invoke, private_redis_db
+from faultkit import wait_for
 from gradq.service import db, queries
 from gradq.service.models import Job
 
@@ -61,25 +59,13 @@ compare: {optimizers: [sgd, adam], seeds: 2}
 """
 
 
-def gradq(*args: Any) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return r.exit_code, r.stdout, r.stderr
+gradq = invoke
 
 
 @pytest.fixture
 def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The real Redis on a database of this module's own (emptied before and after): other
-    suites run workers on conftest's ``redis_url`` database, and ours must not meet them."""
-    import redis
-
-    need_service("Redis", "127.0.0.1", 6379)
-    url = REDIS_URL.rsplit("/", 1)[0] + "/11"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    monkeypatch.setenv("GRADQ_BROKER_URL", url)
-    yield url
-    client.flushdb()
-    client.close()
+    """The real Redis on database 11, this module's own."""
+    yield from private_redis_db(monkeypatch, 11)
 
 
 @contextmanager
@@ -122,17 +108,6 @@ def worker_pool(n: int, env: dict[str, str], logs: Path) -> Iterator[list[Path]]
     assert leftovers == [], f"workers {leftovers} left processes behind"
 
 
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 def tables() -> set[str]:
     return set(sa.inspect(db.get_engine()).get_table_names()) - {"alembic_version"}
 
@@ -152,7 +127,7 @@ def test_twenty_jobs_on_two_real_workers(pg_url: str, broker: str, tmp_path: Pat
            "PYTHONUNBUFFERED": "1"}
     with worker_pool(2, env, tmp_path) as logs:
         wait_for(lambda: all(re.search(rb"ready\.", p.read_bytes()) for p in logs), 90,
-                 "both workers to be ready")
+                 "both workers to be ready", interval=0.25)
 
         # When 20 jobs (and a comparison of 4 runs) are submitted through the CLI
         iris, digits = tmp_path / "iris.yaml", tmp_path / "digits.yaml"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from _backends import xp_fixture
+from _cli import make_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.nn.datasets import load_builtin
@@ -31,13 +32,6 @@ xp = xp_fixture()
 
 def device_of(xp: Any) -> str:
     return "cpu" if xp is np else "cuda"
-
-
-def make_spec(dataset: str, **sections: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {"data": {"dataset": dataset}, "dtype": "float64", "seed": 0}
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return validate(raw)
 
 
 @cache

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from functools import cache
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import pytest
 from _backends import xp_fixture
+from _cli import make_spec
 from gradq.nn.activations import sigmoid
 from gradq.nn.backend import to_numpy
 from gradq.nn.datasets import load_builtin
@@ -26,14 +26,6 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import Lasso, Ridge
 
 xp = xp_fixture()
-
-
-def make_spec(dataset: str, **sections: Any) -> dict[str, Any]:
-    """A validated spec in float64: ``make_spec("digits", model={"hidden": [8]})``."""
-    raw: dict[str, Any] = {"data": {"dataset": dataset}, "dtype": "float64", "seed": 0}
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return validate(raw)
 
 
 @cache
@@ -266,7 +258,7 @@ def test_proximal_l1_sets_the_lasso_zeros_exactly(xp: ModuleType) -> None:
 
 
 def test_proximal_l1_needs_sgd() -> None:
-    from gradq.service.spec import SpecError, validate
+    from gradq.service.spec import SpecError
 
     with pytest.raises(SpecError, match="regularization.l1_proximal"):
         validate({"data": {"dataset": "diabetes"}, "optimizer": {"name": "adam"},

@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from _cli import cli, cli_json, write_spec
+from _cli import cli, cli_json, run_all, write_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.service import report, submit
 from gradq.service.db import session_scope
-from gradq.service.jobs import queued_children
 from gradq.service.models import Job, JobStatus
 from gradq.workers.runner import execute
 from scipy import stats
@@ -281,7 +280,7 @@ def test_a_diverged_tuning_run_is_named_and_the_setting_chosen_from_the_rest(
             sa.select(Job).where(Job.parent_id == parent)).scalars()
             if json.loads(j.spec).get("_phase") == "tune"}
     _set_child_spec(tune[(0.3, 1)], lr=1.0e6)
-    _run_all(parent)
+    run_all(parent)
     rep = report.build_report(parent)
     grid_arm = rep["arms"][0]
     # Then the setting is chosen on the run that finished, and the report says one did not
@@ -302,12 +301,6 @@ def _set_child_spec(child: str, **optimizer: Any) -> None:
         job.spec = json.dumps(spec)
 
 
-def _run_all(parent: str) -> None:
-    while todo := queued_children(parent):
-        for job_id in todo:
-            execute(job_id, worker="test-local")
-
-
 def test_one_diverged_child_is_left_out_and_the_rest_are_counted(tmp_path: Path) -> None:
     # Given a stored comparison of 2 arms × 3 seeds, nothing run yet
     prepared = submit.prepare(write_spec(tmp_path, compare_spec(
@@ -321,7 +314,7 @@ def test_one_diverged_child_is_left_out_and_the_rest_are_counted(tmp_path: Path)
     bad = kids[("sgd(lr=0.1)", 1)]
     _set_child_spec(bad, lr=1.0e6)
     # When every child runs
-    _run_all(parent)
+    run_all(parent)
     rep = report.build_report(parent)
     docs = child_docs(parent)
     # Then that child diverged in training, and only it
@@ -387,7 +380,7 @@ def test_report_is_partial_while_children_are_queued(tmp_path: Path,
     assert [a["n"] for a in rep["arms"]] == [2, 0]
     check_statistics(rep, child_docs(parent))
     # and when all have run, the mark is gone
-    _run_all(parent)
+    run_all(parent)
     rep = cli_json("report", parent)
     assert rep["partial"] is None and rep["status"] == "succeeded"
     assert [a["n"] for a in rep["arms"]] == [3, 3]

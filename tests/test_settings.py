@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from gradq.cli.main import main
+from _cli import invoke
 from gradq.service.settings import Settings, get_settings, redact
 
 VARIABLES = ("GRADQ_DATABASE_URL", "GRADQ_BROKER_URL", "GRADQ_HOME", "GRADQ_DEVICE",
@@ -22,11 +21,6 @@ def bare_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     return tmp_path
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 # ----------------------------------------------------------------- defaults

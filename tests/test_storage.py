@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
+from _cli import invoke
 from conftest import PG_ADMIN_URL, REDIS_URL, need_service
-from gradq.cli.main import main
 from gradq.service import db, jobs, queries
 from gradq.service.db import SchemaError, session_scope
 from gradq.service.jobs import InvalidTransition, JobNotFound, Lease, LeaseLost, NewJob
@@ -148,9 +147,7 @@ def table_names() -> set[str]:
     return set(sa.inspect(db.get_engine()).get_table_names()) - {"alembic_version"}
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    r = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return r.exit_code, r.stdout, r.stderr
+cli = invoke  # (exit code, stdout, stderr)
 
 
 # --------------------------------------------------------------- migrations

@@ -56,8 +56,14 @@ from .trainer import (
     Outcome,
     architecture,
     batch_size,
+    checkpoint_bytes,
     evaluate_sets,
+    final_metrics,
+    finite_only,
+    first_order_warnings,
+    host_state,
     initial_flat,
+    metric_values,
     minibatch_order,
     targets,
 )
@@ -299,11 +305,6 @@ class ReplicaTrainer:
             start = stop
         return groups
 
-    def _warnings(self, spec: dict[str, Any]) -> list[str]:
-        if spec["optimizer"]["name"] == "delta_bar_delta" and self.batch < self.n_train:
-            return ["delta_bar_delta is a full-batch rule; it ran on minibatches"]
-        return []
-
     # --------------------------------------------------------------- steps
     def _order(self, epoch: int) -> Any:
         """(R, n) row indices of this epoch per replica, into the flattened stack."""
@@ -375,28 +376,24 @@ class ReplicaTrainer:
         epoch = step = 0
 
         def log_point() -> None:
-            metrics = evaluate_sets(net, self.sets, self.task)
-            names = list(metrics)
-            values = to_numpy(xp.stack([xp.asarray(metrics[k], dtype=xp.float64)
-                                        for k in names]))  # (metrics, R): one transfer
+            names, values = metric_values(evaluate_sets(net, self.sets, self.task), xp)
             now = time.perf_counter() - t0
             ep = step / self.steps_per_epoch
             entries: list[LogEntry] = []
             at: list[int] = []
-            pairs_of: dict[int, list[tuple[str, float]]] = {}
             for r, rep in enumerate(self.replicas):
                 if not rep.active:
                     continue
-                pairs = pairs_of[r] = [(k, float(values[j, r])) for j, k in enumerate(names)]
+                pairs = [(k, float(values[j, r])) for j, k in enumerate(names)]
                 rep.last_rows = [(k, step, ep, now, v) for k, v in pairs]
                 rep.progress = {"epoch": epoch, "epochs": epochs, "step": step,
                                 "steps": total_steps, **dict(pairs)}
                 if not math.isfinite(rep.progress["train_loss"]):  # diverges: as Trainer,
-                    rep.progress = _finite_only(rep.progress)  # JSON documents hold no NaN
+                    rep.progress = finite_only(rep.progress)  # JSON documents hold no NaN
                 entries.append((rep.index, rep.last_rows, rep.progress))
                 at.append(r)
             for r, answer in zip(at, self.hooks.log(entries), strict=True):
-                train_loss = dict(pairs_of[r])["train_loss"]
+                train_loss = float(values[names.index("train_loss"), r])
                 if isinstance(answer, BaseException):  # its lease lost: drop it
                     self._drop(r, answer)
                 elif not math.isfinite(train_loss):  # logged, then ended as Trainer does
@@ -471,18 +468,15 @@ class ReplicaTrainer:
         params, running = to_numpy(self.net.params), to_numpy(self.net.running)
         opt: list[dict[str, np.ndarray]] = []
         for g in self.groups:
-            leaves = {k: (to_numpy(v) if hasattr(v, "dtype") else np.asarray(v))
-                      for k, v in first_order.state_to_arrays(g.state).items()}
+            leaves = host_state(g.state)
             opt.extend({k: (v[j] if v.ndim else v) for k, v in leaves.items()}
                        for j in range(g.stop - g.start))
-        meta = np.array([epoch, step, elapsed, math.inf, 0, 0], dtype=np.float64)
         entries: list[CheckpointEntry] = []
         at: list[int] = []
         for r, rep in enumerate(self.replicas):
             if rep.active:
-                arrays = {"params": params[r], "running": running[r], "meta": meta,
-                          **{f"opt.{k}": v for k, v in opt[r].items()}}
-                entries.append((rep.index, epoch, step, _npz(arrays)))
+                entries.append((rep.index, epoch, step, checkpoint_bytes(
+                    epoch, step, elapsed, params[r], running[r], opt[r])))
                 at.append(r)
         for r, answer in zip(at, self.hooks.checkpoint(entries), strict=True):
             if answer is not None:  # as in log_point: this replica only
@@ -492,22 +486,17 @@ class ReplicaTrainer:
         rep = self.replicas[r]
         one = Network(self.arch, dtype=self.dtype.name)  # host copy of this replica alone
         one.set_flat(to_numpy(rep.params), to_numpy(rep.running))
-        final = {k: v for k, v in rep.progress.items()
-                 if k.endswith("_loss") or k.endswith("_accuracy")}
+        final = final_metrics(rep.progress)
         final.update({"epochs": rep.epoch, "steps": rep.step, "best_epoch": rep.epoch})
         extra: dict[str, Any] = {}
-        warnings = self._warnings(rep.spec)
+        warnings = first_order_warnings(rep.spec["optimizer"]["name"], self.batch,
+                                        self.n_train)
         if warnings:
             extra["warnings"] = warnings
         return Outcome(status=rep.status, final=final, params=self.net.size,
                        arrays=one.arrays(), initial=initial, run_s=rep.run_s,
                        samples=rep.samples, error=rep.error, last_rows=rep.last_rows,
                        progress=rep.progress, extra=extra)
-
-
-def _finite_only(progress: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in progress.items()
-            if not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _shapes(d: Splits) -> tuple:
@@ -525,11 +514,3 @@ def _same_data(a: Splits, b: Splits) -> bool:
 
 def _split_arrays(arrays: dict[str, np.ndarray], R: int) -> list[dict[str, np.ndarray]]:
     return [{k: v[r] for k, v in arrays.items()} for r in range(R)]
-
-
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()

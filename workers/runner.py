@@ -7,7 +7,6 @@ by a heartbeat thread and by every log write; when it is lost, the next write ra
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import socket
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from gradq.nn.backend import device_name, get_array_module
 from gradq.service import jobs
 from gradq.service.jobs import Lease, LeaseLost
@@ -29,7 +27,7 @@ from .data import load_dataset, prepare_splits
 from .failures import TRANSIENT, describe, is_out_of_memory, with_retries
 from .faults import failpoint
 from .methods import train
-from .trainer import MetricRow, Outcome
+from .trainer import MetricRow, Outcome, npz_bytes
 
 log = logging.getLogger("gradq.worker")
 
@@ -143,12 +141,6 @@ class BatchDbHooks:
         return [out.get(k) for k in range(len(entries))]
 
 
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 def execute(job_id: str, worker: str | None = None, device: str | None = None,
             observer: Callable[[dict[str, Any]], None] | None = None,
             publish: bool = False, batch: bool = True) -> str | None:
@@ -188,15 +180,15 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
 
 def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
                  observer: Callable[[dict[str, Any]], None] | None, publish: bool,
-                 job: Job | None = None) -> str:
+                 job: Job | None = None, data: Any = None) -> str:
+    """Train a claimed job alone (``data``: its splits, where already prepared)."""
     job = job or _load_job(lease.job_id)
     spec = json.loads(job.spec)
     try:
-        xp = get_array_module(device_pref if spec["device"] == "auto" else spec["device"])
+        xp = _array_module(spec, device_pref)
         jobs.set_device(lease, device_name(xp))
-        ds = load_dataset(spec, job.dataset_hash)
-        fold = tuple(spec["_fold"]) if spec.get("_fold") else None
-        data = prepare_splits(spec, ds, fold)
+        if data is None:
+            data = _prepare(spec, job)
         hooks = DbHooks(lease, hb, lease_s, observer)
         resume = jobs.latest_checkpoint(lease.job_id)
         if resume is not None:
@@ -205,18 +197,25 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
         outcome = train(spec, data, xp, hooks, resume[2] if resume else None)
     except LeaseLost:
         raise
-    except TRANSIENT as exc:
-        status = jobs.release(lease, describe(exc), traceback.format_exc())
-        log.warning("job %s: transient error, now %s: %s", lease.job_id, status.value, exc)
-        return status.value
     except Exception as exc:
-        log.exception("job %s failed", lease.job_id)
-        jobs.finish(lease, JobStatus.FAILED, error=describe(exc),
-                    traceback=traceback.format_exc())
+        if not isinstance(exc, TRANSIENT):
+            log.exception("job %s failed", lease.job_id)
+        status = _end_with_error(lease, exc, traceback.format_exc())
         if is_out_of_memory(exc):
             _free_device_memory(xp if "xp" in locals() else None)
-        return JobStatus.FAILED.value
+        return status
     return _store(lease, job, outcome, lease_s, publish)
+
+
+def _end_with_error(lease: Lease, exc: BaseException, tb: str | None) -> str:
+    """End a claimed job that raised ``exc`` (the failure policy): a transient error gives
+    it back to be tried again, any other fails it with its traceback. Its new status."""
+    if isinstance(exc, TRANSIENT):
+        status = jobs.release(lease, describe(exc), tb)
+        log.warning("job %s: transient error, now %s: %s", lease.job_id, status.value, exc)
+        return status.value
+    jobs.finish(lease, JobStatus.FAILED, error=describe(exc), traceback=tb)
+    return JobStatus.FAILED.value
 
 
 def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool) -> str:
@@ -227,7 +226,7 @@ def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bo
     result = {"final": outcome.final, "timing": timing, "params": outcome.params,
               "extra": outcome.extra}
     status = JobStatus(outcome.status)
-    artifacts = {"model": _npz(outcome.arrays), "initial": _npz(outcome.initial)}
+    artifacts = {"model": npz_bytes(outcome.arrays), "initial": npz_bytes(outcome.initial)}
     new = with_retries(lambda: jobs.finish(lease, status, result=result, artifacts=artifacts,
                                            error=outcome.error, metrics=outcome.last_rows,
                                            progress=outcome.progress),
@@ -257,8 +256,9 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
                ) -> str | None:
     """Run the claimed child with the queued siblings that can batch with it.
 
-    Returns the leader's final status (``_LOST`` if its lease was lost), or None when
-    nothing batches: then the caller runs the leader alone, as it would have anyway.
+    Returns the leader's final status (``_LOST`` if its lease was lost), or None when it
+    cannot batch (or setting up the batch failed): then the caller runs the leader alone,
+    as it would have anyway.
     """
     spec = json.loads(job.spec)
     key = replicas.batch_key(spec)
@@ -267,7 +267,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     try:
         if jobs.latest_checkpoint(lease.job_id) is not None:
             return None  # a resumed child continues alone from its checkpoint
-        xp = get_array_module(device_pref if spec["device"] == "auto" else spec["device"])
+        xp = _array_module(spec, device_pref)
         leader = _Member(lease, hb, job, spec, _prepare(spec, job))
         limit = replicas.max_replicas(spec, leader.data, xp) - 1
         leases = jobs.claim_siblings(job.parent_id, lease.worker,
@@ -277,8 +277,9 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     except Exception as exc:  # the single path meets the same problem and reports it
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
         return None
-    if not leases:
-        return None
+    if not leases:  # no sibling to batch with: alone, on the data prepared above
+        return _run_claimed(lease, hb, device_pref, lease_s, observer, publish, job,
+                            leader.data)
     members = [leader]
     alone: list[_Member] = []
     try:
@@ -296,6 +297,11 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     finally:
         for m in [*members[1:], *alone]:
             m.hb.stop.set()
+
+
+def _array_module(spec: dict[str, Any], device_pref: str) -> Any:
+    """The array module a job runs on: its spec's device, or the worker's for ``auto``."""
+    return get_array_module(device_pref if spec["device"] == "auto" else spec["device"])
 
 
 def _prepare(spec: dict[str, Any], job: Job) -> Any:
@@ -335,7 +341,7 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
     for m in alone:
         try:
             statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
-                                                    None, publish, m.job)
+                                                    None, publish, m.job, m.data)
         except LeaseLost:
             statuses[m.lease.job_id] = _LOST
     return statuses.get(members[0].lease.job_id) or _LOST
@@ -352,12 +358,7 @@ def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: 
         if isinstance(exc, LeaseLost):
             log.warning("job %s: lease lost; abandoning it", job_id)
             return _LOST
-        if isinstance(exc, TRANSIENT):
-            status = jobs.release(m.lease, describe(exc), end.traceback)
-            log.warning("job %s: transient error, now %s: %s", job_id, status.value, exc)
-            return status.value
-        jobs.finish(m.lease, JobStatus.FAILED, error=describe(exc), traceback=end.traceback)
-        return JobStatus.FAILED.value
+        return _end_with_error(m.lease, exc, end.traceback)
     except LeaseLost:
         log.warning("job %s: lease lost; abandoning it", job_id)
         return _LOST

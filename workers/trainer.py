@@ -169,6 +169,61 @@ def evaluate_sets(net: Network, sets: dict[str, tuple[Any, Any]], task: str
     return out
 
 
+def metric_values(metrics: dict[str, Any], xp: ModuleType) -> tuple[list[str], np.ndarray]:
+    """``evaluate_sets``'s names, and its values on the host as float64, (metrics,) or
+    (metrics, R): the one transfer per log interval."""
+    names = list(metrics)
+    return names, to_numpy(xp.stack([xp.asarray(metrics[k], dtype=xp.float64)
+                                     for k in names]))
+
+
+def finite_only(progress: dict[str, Any]) -> dict[str, Any]:
+    """A diverged run's progress without its NaN and ±inf: the progress and final
+    documents are JSON, which has neither (the metric rows keep them, stored explicitly)."""
+    return {k: v for k, v in progress.items()
+            if not (isinstance(v, float) and not math.isfinite(v))}
+
+
+def final_metrics(progress: dict[str, Any]) -> dict[str, Any]:
+    """The losses and accuracies of a progress document (a result's ``final`` figures)."""
+    return {k: v for k, v in progress.items() if k.endswith(("_loss", "_accuracy"))}
+
+
+def first_order_warnings(name: str, batch: int, n_train: int) -> list[str]:
+    """What a result says about a first-order optimizer used outside its domain."""
+    if name == "delta_bar_delta" and batch < n_train:
+        return ["delta_bar_delta is a full-batch rule; it ran on minibatches"]
+    return []
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Host arrays as the bytes of an ``.npz`` file (checkpoints and artifacts)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def host_state(state: Any) -> dict[str, np.ndarray]:
+    """An optimizer state's leaves as host arrays (a checkpoint's ``opt.*`` entries)."""
+    return {k: np.asarray(to_numpy(v) if hasattr(v, "dtype") else v)
+            for k, v in first_order.state_to_arrays(state).items()}
+
+
+def checkpoint_bytes(epoch: int, step: int, elapsed: float, params: Any, running: Any,
+                     opt: dict[str, np.ndarray], best: dict[str, Any] | None = None) -> bytes:
+    """A checkpoint as ``Trainer._restore`` reads it. ``best`` is early stopping's record
+    (None: nothing recorded, as when early stopping is off)."""
+    best = best or {"value": math.inf, "epoch": 0, "bad": 0, "params": None}
+    arrays = {"params": to_numpy(params), "running": to_numpy(running),
+              "meta": np.array([epoch, step, elapsed, best["value"], best["epoch"],
+                                best["bad"]], dtype=np.float64),
+              **{f"opt.{k}": v for k, v in opt.items()}}
+    if best["params"] is not None:
+        arrays["best_params"] = to_numpy(best["params"])
+        arrays["best_running"] = to_numpy(best["running"])
+    return npz_bytes(arrays)
+
+
 class Trainer:
     """Trains one network described by a normalised spec on prepared data."""
 
@@ -299,10 +354,7 @@ class Trainer:
 
         def log_point() -> bool:
             nonlocal last_rows, progress
-            metrics = self.evaluate()
-            names = list(metrics)
-            values = to_numpy(xp.stack([xp.asarray(metrics[k], dtype=xp.float64)
-                                        for k in names]))  # the one transfer per interval
+            names, values = metric_values(self.evaluate(), xp)
             extra = self.diagnostics(diag)
             now = time.perf_counter() - t0
             ep = step / self.steps_per_epoch
@@ -313,10 +365,7 @@ class Trainer:
                         **dict(pairs)}
             train_loss = progress["train_loss"]
             if not math.isfinite(train_loss):
-                # the rows keep NaN/inf (stored explicitly); the progress and final documents
-                # are JSON, which has neither
-                progress = {k: v for k, v in progress.items()
-                            if not (isinstance(v, float) and not math.isfinite(v))}
+                progress = finite_only(progress)
                 self.hooks.log(rows, progress)
                 raise Diverged(step, train_loss)
             return self.hooks.log(rows, progress)
@@ -356,7 +405,9 @@ class Trainer:
                 if log_every == "epoch" and at_epoch_end and log_point():
                     status = "cancelled"
                     break
-                if es is not None and self._early_stop(es, epoch, best):
+                if es is not None and self._early_stop(
+                        es, epoch, best,  # a log point at this step has measured it already
+                        final_metrics(progress) if progress.get("step") == step else None):
                     break
                 if time_limit and time.perf_counter() - t0 > time_limit:
                     status = "failed"
@@ -371,15 +422,12 @@ class Trainer:
         except Diverged as exc:
             status, error = "diverged", str(exc)
         run_s = time.perf_counter() - t0
-        final = {k: v for k, v in (progress or {}).items()
-                 if k.endswith("_loss") or k.endswith("_accuracy")}
+        final = final_metrics(progress)
         if status == "succeeded" and es is not None and best["params"] is not None:
             net.params[...] = best["params"]
             net.running[...] = best["running"]
-            metrics = self.evaluate()
-            values = to_numpy(xp.stack([xp.asarray(v, dtype=xp.float64)
-                                        for v in metrics.values()]))
-            final.update({k: float(v) for k, v in zip(metrics, values, strict=True)})
+            names, values = metric_values(self.evaluate(), xp)
+            final.update({k: float(v) for k, v in zip(names, values, strict=True)})
         final.update({"epochs": epoch, "steps": step,
                       "best_epoch": best["epoch"] if es is not None else epoch})
         extra: dict[str, Any] = {}
@@ -406,20 +454,21 @@ class Trainer:
         rows = self._metric_rows(1, 1.0, run_s)
         progress = {"epoch": 1, "epochs": 1, "step": 1, "steps": 1,
                     **{r[0]: r[4] for r in rows}}
-        final = {k: v for k, v in progress.items() if k.endswith(("_loss", "_accuracy"))}
+        final = final_metrics(progress)
         final.update({"epochs": 1, "steps": 1, "best_epoch": 1})
         return Outcome("succeeded", final, self.net.size, self.net.arrays(), initial_arrays,
                        run_s, self.n_train, last_rows=rows, progress=progress)
 
     def _metric_rows(self, step: int, epoch: float, t: float) -> list[MetricRow]:
-        metrics = self.evaluate()
-        values = to_numpy(self.xp.stack([self.xp.asarray(v, dtype=self.xp.float64)
-                                         for v in metrics.values()]))
-        return [(k, step, epoch, t, float(v)) for k, v in zip(metrics, values, strict=True)]
+        names, values = metric_values(self.evaluate(), self.xp)
+        return [(k, step, epoch, t, float(v)) for k, v in zip(names, values, strict=True)]
 
-    def _early_stop(self, es: dict[str, Any], epoch: int, best: dict[str, Any]) -> bool:
+    def _early_stop(self, es: dict[str, Any], epoch: int, best: dict[str, Any],
+                    measured: dict[str, Any] | None = None) -> bool:
+        """Record a new best, or count a bad epoch; True when patience has run out.
+        ``measured``: the current figures where a log point has just taken them."""
         metric = es["metric"]
-        metrics = self.evaluate()
+        metrics = measured if measured and metric in measured else self.evaluate()
         if metric not in metrics:
             raise ValueError(f"regularization.early_stopping.metric: {metric} is not "
                              "measured (is data.validation 0?)")
@@ -436,17 +485,8 @@ class Trainer:
     # --------------------------------------------------------- checkpoints
     def _snapshot(self, epoch: int, step: int, elapsed: float, state: Any,
                   best: dict[str, Any]) -> bytes:
-        arrays = {"params": to_numpy(self.net.params), "running": to_numpy(self.net.running),
-                  "meta": np.array([epoch, step, elapsed, best["value"], best["epoch"],
-                                    best["bad"]], dtype=np.float64)}
-        if best["params"] is not None:
-            arrays["best_params"] = to_numpy(best["params"])
-            arrays["best_running"] = to_numpy(best["running"])
-        for k, v in first_order.state_to_arrays(state).items():
-            arrays[f"opt.{k}"] = np.asarray(to_numpy(v) if hasattr(v, "dtype") else v)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        return checkpoint_bytes(epoch, step, elapsed, self.net.params, self.net.running,
+                                host_state(state), best)
 
     def _restore(self, data: bytes, state: Any, best: dict[str, Any]
                  ) -> tuple[int, int, float, Any]:
@@ -472,9 +512,7 @@ class FirstOrderStepper:
         self.name = name
         self.transform = first_order.make_optimizer(name, hyper, schedule)
         self.info: dict[str, Any] = {}
-        self.warnings: list[str] = []
-        if name == "delta_bar_delta" and tr.batch < tr.n_train:
-            self.warnings.append("delta_bar_delta is a full-batch rule; it ran on minibatches")
+        self.warnings = first_order_warnings(name, tr.batch, tr.n_train)
         self.proximal = bool(tr.spec["regularization"].get("l1_proximal")) and tr.l1 > 0
         if self.proximal:
             if name != "sgd":
