@@ -136,8 +136,12 @@ def _search(
 
 
 def _current(fun: Objective, x: Array, state: Any) -> tuple[float, Array, int]:
-    """Loss and gradient at ``x``: evaluated on the first step, carried in the state after."""
-    if state.k == 0:
+    """Loss and gradient at ``x``: evaluated on the first step, carried in the state after.
+
+    A state whose ``f`` is nan is evaluated afresh too: a caller that changes the objective
+    between steps (a new minibatch) marks the carried loss and gradient stale that way.
+    """
+    if state.k == 0 or math.isnan(state.f):
         f, g = evaluate(fun, x)
         return f, g, 1
     return state.f, state.g, 0
@@ -276,7 +280,12 @@ def _cg(name: str, formula: str, restart: int | None, **search: Any) -> Minimize
         fun: Objective, x: Array, state: CGState, hvp: Hvp | None = None
     ) -> tuple[Array, CGState, Info]:
         f, g, n0 = _current(fun, x, state)
-        if state.k == 0:
+        restart_now = state.k == 0
+        if not restart_now and not float(g @ state.d) < 0.0:
+            # the carried direction is not downhill here: the objective changed under it
+            # (a stale state on a new minibatch), so restart along −g
+            restart_now = True
+        if restart_now:
             d, step0 = -g, _first_step(g)
         else:
             # N&W 3.60: α₀ = 2·(f_k − f_{k−1}) / φ'(0), the minimiser of the quadratic through
@@ -284,9 +293,9 @@ def _cg(name: str, formula: str, restart: int | None, **search: Any) -> Minimize
             d, gd = state.d, float(g @ state.d)
             step0 = 2.0 * (f - state.f_prev) / gd if gd < 0 else 1.0
             step0 = step0 if math.isfinite(step0) and step0 > 0 else 1.0
-        restarted = state.since_restart == 0
+        restarted = state.since_restart == 0 or restart_now
         ls = _search(fun, x, f, g, d, step0, hyper, hvp)
-        since = state.since_restart + 1
+        since = (0 if restart_now else state.since_restart) + 1
         n_restart = hyper["restart"] or int(x.size)
         if ls.step == 0.0 or since >= n_restart:
             d_new, since = -ls.g, 0

@@ -713,8 +713,7 @@ def _l1_proximal(spec: dict) -> None:
         return
     names = [spec["optimizer"]["name"]]
     if spec["kind"] == "compare" and spec.get("compare"):
-        names = [a["name"] if isinstance(a, Mapping) else a
-                 for a in spec["compare"]["optimizers"]]
+        names = [a["name"] for a in spec["compare"]["optimizers"]]
     for name in names:
         if name != "sgd":
             raise SpecError("regularization.l1_proximal",
@@ -806,10 +805,10 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     _dataset(spec, Path(base_dir) if base_dir is not None else None, extra_datasets)
     _activations(spec)
     _hidden_size(spec)
-    _l1_proximal(spec)
     _closed_form(spec)
     _batch_size(spec)
     _compare(spec)
+    _l1_proximal(spec)  # after _compare, which fills a comparison's default arms
     _accuracy_needs_classes(spec)
     return spec
 

@@ -263,6 +263,11 @@ def test_proximal_l1_needs_sgd() -> None:
     with pytest.raises(SpecError, match="regularization.l1_proximal"):
         validate({"data": {"dataset": "diabetes"}, "optimizer": {"name": "adam"},
                   "regularization": {"l1": 0.1, "l1_proximal": True}})
+    # a comparison's default arms (sgd, momentum, …) are checked too
+    with pytest.raises(SpecError, match="needs optimizer sgd, not momentum"):
+        validate({"kind": "compare", "data": {"dataset": "diabetes"},
+                  "optimizer": {"name": "sgd"},
+                  "regularization": {"l1": 0.1, "l1_proximal": True}})
 
 
 # -------------------------------------------------------------------------------- ridge

@@ -385,3 +385,20 @@ def test_validate_hyper_names_the_bad_key(name: str, hyper: dict, key: str) -> N
         validate_hyper(name, hyper)
     with pytest.raises(ValueError):
         make_minimizer(name, **hyper)
+
+
+def test_a_stale_state_is_evaluated_afresh() -> None:
+    """A caller that changes the objective between steps (the trainer on minibatches) marks
+    the carried loss stale with f = nan; the next step must evaluate, not search from nan."""
+    A = np.diag([1.0, 10.0])
+    for name in NAMES:
+        opt = make_minimizer(name)
+        x = np.array([1.0, 1.0])
+        state = opt.init(x)
+        hvp = (lambda _x, v: A @ v) if name == "newton" else None
+        for shift in (0.0, 0.5, -0.5):  # three different quadratics, one per "batch"
+            fun = (lambda b: lambda z: (0.5 * (z - b) @ A @ (z - b), A @ (z - b)))(shift)
+            before = fun(x)[0]
+            x, state, _ = opt.step(fun, x, state, hvp=hvp)
+            assert fun(x)[0] < before, (name, shift)  # every step moves downhill
+            state = state._replace(f=float("nan"))
