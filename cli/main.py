@@ -452,6 +452,12 @@ def _print_status(doc: dict[str, Any]) -> None:
     if "children" in p:
         items.append(("children", ", ".join(f"{v} {k}" for k, v in p["children"].items() if v)
                       or "none"))
+        for label, st in (p.get("search") or {}).items():  # a search's trials, per arm
+            at = (f", deciding the rung at {st['rung_epochs']} epochs"
+                  if st["rung_epochs"] else f", chosen {st['chosen']}")
+            items.append((f"search {label}", f"{st['done']}/{st['trials']} trials done, "
+                          f"{st['pruned']} pruned, {st['running']} running, "
+                          f"{st['queued']} queued{at}"))
     elif p:
         items.append(("progress", f"epoch {p.get('epoch')}/{p.get('epochs')}, step "
                                   f"{p.get('step')}/{p.get('steps')}"))

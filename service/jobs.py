@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from .compare import Kid, NewJob, advance, settled_trial
 from .db import session_scope
 from .models import (
     FINISHED,
@@ -60,19 +61,6 @@ class Lease:
     token: int
     worker: str
     attempt: int
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job to create: a normalised spec and where its children, if any, come from."""
-
-    spec: dict[str, Any]
-    kind: str
-    name: str | None
-    seed: int
-    optimizer: dict[str, Any]
-    queue: str
-    children: Sequence[NewJob] = ()
 
 
 def new_id() -> str:
@@ -128,7 +116,7 @@ def _add_job(s: Session, j: NewJob, parent: str | None, digest: str | None, prio
               spec=_dumps(j.spec), dataset_hash=digest, seed=j.seed,
               optimizer=_dumps(j.optimizer), queue=j.queue, priority=priority, attempts=0,
               max_attempts=max_attempts, lease_token=0, cancel_requested=False,
-              progress="{}"))
+              progress=_dumps(j.progress)))
     s.flush()
     ids.append(jid)
     for c in j.children:
@@ -515,15 +503,12 @@ def _settle(s: Session, parent_id: str) -> list[str]:
                        .execution_options(populate_existing=True)).scalar_one()
     if JobStatus(parent.status) in FINISHED:
         return []
+    new = [] if parent.cancel_requested else _advance(s, parent)
     counts = dict(s.execute(sa.select(Job.status, sa.func.count())
                             .where(Job.parent_id == parent_id).group_by(Job.status)).all())
     counts = {JobStatus(k): v for k, v in counts.items()}
-    if any(st not in FINISHED for st in counts):
-        return []
-    if not parent.cancel_requested:
-        new = _plan_after_tuning(s, parent)
-        if new:
-            return new
+    if new or any(st not in FINISHED for st in counts):
+        return new
     if parent.cancel_requested:
         status = JobStatus.CANCELLED
     elif counts.get(JobStatus.SUCCEEDED):
@@ -540,32 +525,43 @@ def _settle(s: Session, parent_id: str) -> list[str]:
     return []
 
 
-def _plan_after_tuning(s: Session, parent: Job) -> list[str]:
-    """If a grid's tuning runs are all done and its final runs not yet planned, add them."""
-    from .compare import final_children, tuning_metric
-
+def _advance(s: Session, parent: Job) -> list[str]:
+    """Apply what the comparison's tuning can now decide (``compare.advance``), under the
+    parent's row lock held by ``_settle``: add final runs, promote search trials to their
+    next rung (succeeded → queued, a larger epoch budget; they resume from their
+    checkpoint), drop pruned trials' checkpoints, and record it all in the parent's
+    progress. Returns the ids to publish (new and promoted jobs)."""
     spec = json.loads(parent.spec)
     if spec.get("kind") != "compare":
         return []
-    kids = s.execute(sa.select(Job.id, Job.spec, Job.status)
+    rows = s.execute(sa.select(Job.id, Job.spec, Job.status, Result.final, Result.timing)
+                     .outerjoin(Result, Result.job_id == Job.id)
                      .where(Job.parent_id == parent.id)).all()
-    specs = [(k, json.loads(k.spec)) for k in kids]
-    if not any(c.get("_phase") == "tune" for _, c in specs) or any(
-            c.get("_phase") == "final" for _, c in specs):
+    kids = [Kid(r.id, json.loads(r.spec), JobStatus(r.status).value,
+                json.loads(r.final) if r.final else None,
+                json.loads(r.timing) if r.timing else None) for r in rows]
+    plan = advance(spec, kids, json.loads(parent.progress or "{}"))
+    if not plan.changed:
         return []
-    metric = tuning_metric(spec["compare"]["metric"])
-    results = {r.job_id: json.loads(r.final) for r in s.execute(
-        sa.select(Result).where(Result.job_id.in_([k.id for k, _ in specs]))).scalars()}
-    tuning = [(c, results.get(k.id, {}).get(metric)
-               if JobStatus(k.status) is JobStatus.SUCCEEDED else None)
-              for k, c in specs if c.get("_phase") == "tune"]
-    new, summary = final_children(spec, tuning)
-    progress = json.loads(parent.progress or "{}")
-    progress["tuning"] = summary
-    s.execute(sa.update(Job).where(Job.id == parent.id).values(progress=_dumps(progress))
+    s.execute(sa.update(Job).where(Job.id == parent.id).values(progress=_dumps(plan.progress))
               .execution_options(synchronize_session=False))
+    specs = {k.id: k.spec for k in kids}
     ids: list[str] = []
-    for j in new:
+    for job_id, epochs in sorted(plan.promote.items()):
+        child = specs[job_id]
+        child["training"]["epochs"] = epochs
+        won = s.execute(sa.update(Job)
+                        .where(Job.id == job_id, Job.parent_id == parent.id,
+                               Job.status == JobStatus.SUCCEEDED)
+                        .values(status=JobStatus.QUEUED, spec=_dumps(child), attempts=0,
+                                finished_at=None, error=None, traceback=None, worker=None,
+                                enqueued_at=None)
+                        .execution_options(synchronize_session=False))
+        if won.rowcount:
+            ids.append(job_id)
+    if plan.drop_checkpoints:
+        s.execute(sa.delete(Checkpoint).where(Checkpoint.job_id.in_(plan.drop_checkpoints)))
+    for j in plan.new:
         _add_job(s, j, parent.id, parent.dataset_hash, parent.priority, parent.max_attempts,
                  ids)
     return ids
@@ -610,9 +606,12 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                 f"job {job_id} is {JobStatus(job.status).value}; only failed, diverged or "
                 "cancelled jobs can be retried")
         if job.kind == "compare":
+            # a search trial whose part is over (pruned, or its arm decided) stays as it is
+            progress = json.loads(job.progress or "{}")
             todo = [(r.id, r.queue, r.priority) for r in s.execute(
-                sa.select(Job.id, Job.queue, Job.priority)
-                .where(Job.parent_id == job_id, Job.status.in_(again)))]
+                sa.select(Job.id, Job.queue, Job.priority, Job.spec)
+                .where(Job.parent_id == job_id, Job.status.in_(again)))
+                if not settled_trial(json.loads(r.spec), progress)]
         else:
             todo = [(job.id, job.queue, job.priority)]
         ids = [t[0] for t in todo]
@@ -627,6 +626,13 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                       .values(status=JobStatus.RUNNING, finished_at=None, error=None,
                               cancel_requested=False)
                       .execution_options(synchronize_session=False))
+            s.flush()
+            # a rung (or grid) whose last run ended while the comparison was cancelled is
+            # decided now; with nothing left to run, the comparison ends again at once
+            more = _settle(s, pid)
+            if more:
+                todo += [(r.id, r.queue, r.priority) for r in s.execute(
+                    sa.select(Job.id, Job.queue, Job.priority).where(Job.id.in_(more)))]
         return todo
 
 

@@ -116,11 +116,43 @@ def status(job_id: str, url: str | None = None) -> dict[str, Any]:
                                     .group_by(Job.status)).all())
             children = {st.value: 0 for st in JobStatus}
             children.update({JobStatus(k).value: v for k, v in counts.items()})
-            progress = {"children": children, "total": sum(children.values())}
+            kept = {k: progress[k] for k in ("seeds", "shapes") if k in progress}
+            searches = _search_progress(s, job.id, progress.get("search", {}))
+            progress = {"children": children, "total": sum(children.values()), **kept}
+            if searches:
+                progress["search"] = searches
         doc["progress"] = progress
         doc["traceback"] = job.traceback
         doc["heartbeat_at"] = _iso(job.heartbeat_at)
     return doc
+
+
+def _search_progress(s: sa.orm.Session, parent_id: str, state: dict[str, Any]
+                     ) -> dict[str, dict[str, Any]]:
+    """Per searched arm: trials, done (ended at their last rung: pruned or at the top),
+    pruned, running, queued, the rung being decided (epochs) and the chosen point."""
+    if not state:
+        return {}
+    rows = s.execute(sa.select(Job.spec, Job.status).where(Job.parent_id == parent_id)).all()
+    out: dict[str, dict[str, Any]] = {}
+    for label, st in state.items():
+        out[label] = {"trials": st["trials"], "done": 0, "pruned": st["pruned"], "running": 0,
+                      "queued": 0, "rung_epochs": None if st["done"] else
+                      st["rungs"][st["rung"]], "chosen": st["chosen"]}
+    for r in rows:
+        spec = json.loads(r.spec)
+        label = spec.get("_arm")
+        if spec.get("_phase") != "search" or label not in out:
+            continue
+        status = JobStatus(r.status)
+        alive = not state[label]["done"] and spec["_trial"] in state[label]["alive"]
+        if status is JobStatus.RUNNING:
+            out[label]["running"] += 1
+        elif status is JobStatus.QUEUED:
+            out[label]["queued"] += 1
+        elif not alive:
+            out[label]["done"] += 1
+    return out
 
 
 def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | None = None

@@ -39,8 +39,14 @@ __all__ = [
     "METRICS",
     "NOT_BUILT",
     "OPTIMIZERS",
+    "DISTRIBUTIONS",
     "SpecError",
     "apply_overrides",
+    "arm_spec",
+    "candidates",
+    "check_space",
+    "is_grid",
+    "is_space",
     "canonical_json",
     "load_spec_file",
     "lower_is_better",
@@ -467,8 +473,7 @@ def _check_wolfe(name: str, given: Mapping[str, Any], path: str) -> None:
     if "c1" not in OPTIMIZERS[name]:
         return
     values = {k: given.get(k, OPTIMIZERS[name][k]) for k in ("c1", "c2")}
-    c1 = max(values["c1"]) if isinstance(values["c1"], list) else values["c1"]
-    c2 = min(values["c2"]) if isinstance(values["c2"], list) else values["c2"]
+    c1, c2 = max(candidates(values["c1"])), min(candidates(values["c2"]))
     if c1 >= c2:
         if "c2" in given:
             raise SpecError(_join(path, "c2"), f"must be above c1 ({c1}): 0 < c1 < c2 < 1")
@@ -545,13 +550,253 @@ class _Arms(Kind):
                 arm[key] = [_check_hyper(name, key, x, f"{p}[{j}]") for j, x in enumerate(v)]
                 _refuse_repeats(arm[key], p)
                 points *= len(v)
+            elif isinstance(v, Mapping) and key != "schedule":  # a search space
+                if key not in OPTIMIZERS[name]:
+                    _check_hyper(name, key, v, p)  # names the unknown hyperparameter
+                arm[key] = check_space(v, p, HYPERPARAMETERS[key])
             else:
                 arm[key] = _check_hyper(name, key, v, p)
         if points > MAX_GRID_POINTS:
             raise SpecError(path, f"a grid of {points:,} points, above the limit of "
                                   f"{MAX_GRID_POINTS:,}")
+        _refuse_grid_and_space(arm, path)
         _check_wolfe(name, arm, path)
         return arm
+
+
+# ------------------------------------------------- search spaces and arms (compare)
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+"""A search space is a mapping with one of these keys: ``{loguniform: [a, b]}``, …"""
+
+
+def is_space(value: Any) -> bool:
+    """Whether ``value`` is a normalised search space (one key, a known distribution)."""
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+
+
+def check_space(value: Any, path: str, kind: Kind | None = None) -> dict[str, Any]:
+    """A search space, checked and normalised (``kind`` checks its endpoints or options,
+    where the key's kind is known here); the message names the key ``path``."""
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise SpecError(path, "a search space is one of {loguniform: [a, b]}, "
+                              "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]}")
+    dist, arg = next(iter(value.items()))
+    if dist not in DISTRIBUTIONS:
+        raise _unknown(path, dist, DISTRIBUTIONS, "unknown distribution")
+    p = _join(path, dist)
+    if dist == "choice":
+        if not isinstance(arg, (list, tuple)) or not arg:
+            raise _bad(p, "a non-empty list of values", arg)
+        options = [kind.check(x, f"{p}[{j}]") if kind else copy.deepcopy(x)
+                   for j, x in enumerate(arg)]
+        _refuse_repeats(options, p)
+        return {"choice": options}
+    numeric = Int() if dist == "int" else Float()
+    if not isinstance(arg, (list, tuple)) or len(arg) != 2 or not all(
+            numeric.accepts(x) for x in arg):
+        raise _bad(p, f"a list [a, b] of two {'integers' if dist == 'int' else 'numbers'}", arg)
+    a, b = (numeric.check(x, f"{p}[{j}]") for j, x in enumerate(arg))
+    if a >= b:
+        raise SpecError(p, f"needs a < b, got [{a}, {b}]")
+    if dist == "loguniform" and a <= 0:
+        raise SpecError(p, f"needs 0 < a (a log scale), got a = {a}")
+    if kind is not None:
+        a, b = kind.check(a, f"{p}[0]"), kind.check(b, f"{p}[1]")
+    return {dist: [a, b]}
+
+
+def is_grid(key: str, value: Any) -> bool:
+    """Whether an arm's override of the dotted ``key`` is a grid: a list, for a key whose
+    own value is not a list (``model.hidden: [64]`` is a value)."""
+    if not isinstance(value, list):
+        return False
+    kind = _kind_at(key)
+    return kind is not None and not kind.accepts(value)
+
+
+def candidates(value: Any, grid: bool = True) -> list[Any]:
+    """The values a setting may take that validation tries: a grid's points (a list, where
+    ``grid``), a space's endpoints (or options), or the value itself."""
+    if grid and isinstance(value, list):
+        return list(value)
+    if is_space(value):
+        dist, arg = next(iter(value.items()))
+        return list(arg) if dist in ("choice", "int") else [float(x) for x in arg]
+    return [value]
+
+
+def _refuse_grid_and_space(arm: Mapping[str, Any], path: str, dotted: bool = False) -> None:
+    grids = [k for k, v in arm.items()
+             if (is_grid(k, v) if dotted else isinstance(v, list))]
+    spaces = [k for k, v in arm.items() if is_space(v)]
+    if grids and spaces:
+        why = (f"a grid beside the search space of {spaces[0]}: an arm is tuned by a grid "
+               "or by a search, not both; write the grid as {choice: [...]}")
+        if dotted:
+            raise SpecError(path, f"{grids[0]}: {why}")
+        raise SpecError(_join(path, grids[0]), why)
+
+
+_ARM_SECTIONS = ("model", "regularization", "optimizer", "training")
+
+
+def _kind_at(key: str) -> Kind | None:
+    """The field kind of a dotted spec key (None where unknown: validation names it)."""
+    parts = key.split(".")
+    if parts[0] == "optimizer" and len(parts) == 2:
+        return _OPTIMIZER_NAME if parts[1] == "name" else HYPERPARAMETERS.get(parts[1])
+    node: Kind = _SCHEMA
+    for part in parts:
+        if isinstance(node, Either):
+            node = next((a for a in node.alternatives if isinstance(a, Section)), node)
+        if not isinstance(node, Section) or part not in node.fields:
+            return None
+        node = node.fields[part][0]
+    return node
+
+
+class _ArmList(Kind):
+    """``compare.arms``: ``[{label: ..., dotted.key: value, ...}]``. Each override is a
+    value, a grid (a list, for a key that is not itself a list) or a search space; the
+    labels are unique. The arms are validated whole by ``_check_arms``."""
+
+    describe = "a list of arms {label: ..., dotted.key: value, ...}"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple))
+
+    def check(self, value: Any, path: str) -> list[dict[str, Any]]:
+        if not isinstance(value, (list, tuple)):
+            raise _bad(path, self.describe, value)
+        if not value:
+            raise SpecError(path, "must list at least one arm")
+        arms: list[dict[str, Any]] = []
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(value):
+            p = f"{path}[{i}]"
+            if not isinstance(entry, Mapping):
+                raise _bad(p, "a mapping {label: ..., dotted.key: value}", entry)
+            if "label" not in entry:
+                raise SpecError(_join(p, "label"), "required: every arm has a unique label")
+            label = Str(empty=False).check(entry["label"], _join(p, "label"))
+            if label in seen:
+                raise SpecError(_join(p, "label"), f"{label!r} is already the label of "
+                                                   f"{path}[{seen[label]}]")
+            seen[label] = i
+            arm: dict[str, Any] = {"label": label}
+            for key, v in entry.items():
+                if key != "label":
+                    arm[str(key)] = self._override(str(key), v, f"{p} (label {label})")
+            _refuse_grid_and_space(arm, f"{p} (label {label})", dotted=True)
+            arms.append(arm)
+        return arms
+
+    @staticmethod
+    def _override(key: str, v: Any, where: str) -> Any:
+        top = key.split(".")[0]
+        if top not in _ARM_SECTIONS and key != "dtype":
+            why = ("the data section is shared by every arm, so that each seed gives every "
+                   "arm the same split" if top == "data" else "it is the comparison's own")
+            raise SpecError(where, f"{key}: cannot differ between arms ({why}); an arm "
+                                   f"overrides keys of {', '.join(_ARM_SECTIONS)} or dtype")
+        kind = _kind_at(key)
+        if isinstance(v, Mapping) and (kind is None and next(iter(v), None) in DISTRIBUTIONS
+                                       or kind is not None and not kind.accepts(v)):
+            try:
+                return check_space(v, key)
+            except SpecError as e:
+                raise SpecError(where, str(e)) from None
+        if isinstance(v, (list, tuple)) and kind is not None and not kind.accepts(v):
+            if not v:
+                raise SpecError(where, f"{key}: an empty grid; give a value or a non-empty "
+                                       "list")
+            return copy.deepcopy(list(v))
+        return copy.deepcopy(v)
+
+
+def arm_spec(base: Mapping[str, Any], overrides: Mapping[str, Any], user_batch: bool = True
+             ) -> dict[str, Any]:
+    """The normalised train spec of one arm: the comparison ``base`` (normalised) with the
+    arm's dotted ``overrides`` (values, no grids or spaces) applied, validated whole.
+
+    An arm that names an optimizer (``optimizer`` or ``optimizer.name``) starts from that
+    optimizer's defaults; the batch size then follows it unless the user gave one. An arm
+    that changes ``model.hidden`` keeps a single activation for its new depth. The data
+    section (already checked, its file already read) is the base's, unchanged. Raises
+    :class:`SpecError` naming the key.
+    """
+    raw = {k: copy.deepcopy(v) for k, v in base.items() if not str(k).startswith("_")}
+    raw.update(kind="train", compare=None)
+    keys = set(overrides)
+    acts = raw["model"]["activation"]
+    if keys & {"model.hidden", "model"} and "model.activation" not in keys \
+            and isinstance(acts, list) and len(set(acts)) <= 1:
+        raw["model"]["activation"] = acts[0] if acts else "relu"
+    if keys & {"optimizer", "optimizer.name"}:
+        raw["optimizer"] = {}
+        if not user_batch:
+            raw["training"].pop("batch_size", None)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise SpecError(".".join(parts[: i + 1]), f"is {_what(child)}, so an arm "
+                                                          f"cannot set {key} inside it")
+            node = child
+        node[parts[-1]] = copy.deepcopy(value)
+    data = base["data"]
+    spec = validate(raw, extra_datasets=(data["dataset"],))
+    spec["data"]["file"], spec["data"]["dataset"] = data["file"], data["dataset"]
+    return spec
+
+
+def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
+    """A comparison's arms and searches, each arm validated as a whole spec at every value
+    its grid or space may take (endpoints, options); one line names the arm and the key."""
+    cmp = spec["compare"]
+    given = raw.get("compare") if isinstance(raw.get("compare"), Mapping) else {}
+    user_batch = isinstance(raw.get("training"), Mapping) and "batch_size" in raw["training"]
+    if cmp["arms"] is None and cmp["optimizers"] is None:
+        raise SpecError("compare.optimizers", "must list optimizers, or give compare.arms")
+    if cmp["arms"] is not None:
+        if given.get("optimizers") is not None:
+            raise SpecError("compare.arms", "give compare.arms or compare.optimizers, not both"
+                                            " (optimizers is the shorthand for arms over "
+                                            "optimizer)")
+        cmp["optimizers"] = None
+        tuned = []
+        for i, arm in enumerate(cmp["arms"]):
+            where = f"compare.arms[{i}] (label {arm['label']})"
+            over = {k: v for k, v in arm.items() if k != "label"}
+            options = {k: candidates(v, is_grid(k, v)) for k, v in over.items()}
+            first = {k: v[0] for k, v in options.items()}
+            points = [first] + [{**first, k: x} for k, v in options.items() for x in v[1:]]
+            for point in points:
+                try:
+                    arm_spec(spec, point, user_batch)
+                except SpecError as e:
+                    raise SpecError(where, str(e)) from None
+            tuned += [(where, k, v) for k, v in over.items()
+                      if is_grid(k, v) or is_space(v)]
+    else:
+        tuned = [(f"compare.optimizers[{i}]", k, v) for i, arm in enumerate(cmp["optimizers"])
+                 for k, v in arm.items() if isinstance(v, list) or is_space(v)]
+    spaces = [t for t in tuned if is_space(t[2])]
+    if spaces and cmp["search"] is None:
+        where, key, _ = spaces[0]
+        raise SpecError(where, f"{key}: a search space needs compare.search, e.g. "
+                               "{method: random, trials: 16}")
+    if cmp["search"] is not None and not spaces:
+        raise SpecError("compare.search", "no arm has a search space ({loguniform: [a, b]}, "
+                                          "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]})")
+    if tuned and spec["data"]["validation"] <= 0:
+        where, key, _ = tuned[0]
+        raise SpecError(where, f"{key}: grids and searches are tuned on the validation "
+                               "metric: set data.validation above 0")
 
 
 # ------------------------------------------------------------------------ the schema
@@ -564,12 +809,23 @@ DEFAULT_ARMS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
 _PROBABILITY = _FRACTION
 _ACTIVATION = Choice(ACTIVATIONS)
 
+_SEARCH = Section({
+    "method": (Choice(("random", "qmc")), "random"),
+    "trials": (Int(1, MAX_GRID_POINTS), 16),
+    "pruner": (Nullable(Section({
+        "successive_halving": (Section({"eta": (Int(2), 3), "min_epochs": (Int(1), 1)},
+                                       hint="{eta, min_epochs}"), REQUIRED),
+    }, hint="{successive_halving: {eta, min_epochs}}")), None),
+}, hint="{method, trials, pruner}")
+
 _COMPARE = Section({
-    "optimizers": (_Arms(), DEFAULT_ARMS),
+    "optimizers": (Nullable(_Arms()), DEFAULT_ARMS),
+    "arms": (Nullable(_ArmList()), None),
     "seeds": (Int(1), 10),
     "tune_seeds": (Int(1), 1),
     "metric": (Choice(METRICS), "test_loss"),
     "target": (Nullable(Float()), None),
+    "search": (Nullable(_SEARCH), None),
 })
 
 _SCHEMA = Section({
@@ -713,6 +969,8 @@ def _l1_proximal(spec: dict) -> None:
         return
     names = [spec["optimizer"]["name"]]
     if spec["kind"] == "compare" and spec.get("compare"):
+        if spec["compare"]["optimizers"] is None:
+            return  # compare.arms: each arm was validated whole
         names = [a["name"] for a in spec["compare"]["optimizers"]]
     for name in names:
         if name != "sgd":
@@ -770,7 +1028,7 @@ def _compare(spec: dict) -> None:
         return
     if spec["compare"] is None:
         spec["compare"] = _COMPARE.check({}, "compare")
-    for i, arm in enumerate(spec["compare"]["optimizers"]):
+    for i, arm in enumerate(spec["compare"]["optimizers"] or []):
         why = _closed_form_problem(spec) if arm["name"] == "closed_form" else None
         if why:
             raise SpecError(f"compare.optimizers[{i}]", f"closed_form {why}")
@@ -808,6 +1066,8 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     _closed_form(spec)
     _batch_size(spec)
     _compare(spec)
+    if spec["compare"] is not None:
+        _check_arms(spec, raw)
     _l1_proximal(spec)  # after _compare, which fills a comparison's default arms
     _accuracy_needs_classes(spec)
     return spec

@@ -70,8 +70,18 @@ def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepare
     user_batch = isinstance(raw.get("training"), dict) and "batch_size" in raw["training"]
     if spec["kind"] == "compare":
         spec["_user_batch"] = user_batch  # the grid's final runs are planned later
-    return Prepared(spec, expand(spec, user_batch), dataset, digest,
+    return Prepared(spec, expand(spec, user_batch, io=_io(spec, ds)), dataset, digest,
                     warnings=tuple(warnings(spec)))
+
+
+def _io(spec: dict[str, Any], ds: Dataset) -> tuple[int, int]:
+    """The network's inputs and outputs on this data (to name arms' shapes)."""
+    n_in = spec["data"]["pca"] or int(ds.X.shape[1])
+    task = spec["data"]["task"] if spec["data"]["task"] != "auto" else ds.task
+    if task != "classification":
+        return n_in, 1 if ds.y.ndim == 1 else int(ds.y.shape[1])
+    k = len(set(ds.y.tolist()))
+    return n_in, 1 if k == 2 and spec["model"]["output"] in ("auto", "sigmoid") else k
 
 
 # Methods whose every step assumes the whole objective: line searches and curvature pairs
@@ -89,8 +99,20 @@ def warnings(spec: dict[str, Any]) -> list[str]:
     batch = spec["training"]["batch_size"]
     if spec["kind"] == "compare" and spec.get("compare"):
         user_batch = bool(spec.get("_user_batch", True))
-        runs = [(arm["name"], "full" if arm["name"] in FULL_BATCH_OPTIMIZERS
-                 and not user_batch else batch) for arm in spec["compare"]["optimizers"]]
+        if spec["compare"]["optimizers"] is None:  # compare.arms
+            runs = []
+            for arm in spec["compare"]["arms"]:
+                name = arm.get("optimizer.name") or (arm.get("optimizer") or {}).get(
+                    "name", spec["optimizer"]["name"])
+                size = arm.get("training.batch_size", batch)
+                if name in FULL_BATCH_OPTIMIZERS and not user_batch \
+                        and "training.batch_size" not in arm:
+                    size = "full"
+                if isinstance(name, str) and isinstance(size, int | str):
+                    runs.append((name, size))  # a tuned optimizer or batch: not judged here
+        else:
+            runs = [(arm["name"], "full" if arm["name"] in FULL_BATCH_OPTIMIZERS
+                     and not user_batch else batch) for arm in spec["compare"]["optimizers"]]
     else:
         runs = [(spec["optimizer"]["name"], batch)]
     out = []

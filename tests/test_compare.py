@@ -106,13 +106,14 @@ def test_fan_out_of_a_grid_tunes_first_then_runs_the_chosen_setting_on_every_see
     spec = iris_spec([{"name": "momentum", "lr": [0.1, 0.01], "momentum": [0.5, 0.9]},
                       {"name": "adam", "lr": 0.01}], seeds=3, tune_seeds=2)
     prepared = submit.prepare(write_spec(tmp_path, spec))
-    # Then the first children are 4 points × 2 tuning seeds, and the plain arm × 3 seeds
+    # Then the first children are 4 points × 2 tuning seeds (3 and 4: after the evaluation
+    # seeds, never among them), and the plain arm × 3 seeds
     tune = [c for c in prepared.job.children if c.spec.get("_phase") == "tune"]
     plain = [c for c in prepared.job.children if "_phase" not in c.spec]
     assert len(tune) == 8 and len(plain) == 3
     assert Counter((json.dumps(c.spec["_grid"], sort_keys=True), c.seed) for c in tune) == \
         Counter({(json.dumps({"lr": lr, "momentum": m}, sort_keys=True), s): 1
-                 for lr in (0.1, 0.01) for m in (0.5, 0.9) for s in (0, 1)})
+                 for lr in (0.1, 0.01) for m in (0.5, 0.9) for s in (3, 4)})
     assert {c.seed for c in plain} == {0, 1, 2}
     # When it runs, the chosen setting is added on all 3 seeds
     parent = submit.create(prepared)[0]

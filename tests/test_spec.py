@@ -276,7 +276,8 @@ def test_compare_is_filled_and_arms_normalised() -> None:
     assert spec["compare"] == {
         "optimizers": [{"name": n} for n in
                        ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")],
-        "seeds": 10, "tune_seeds": 1, "metric": "test_loss", "target": None}
+        "arms": None, "seeds": 10, "tune_seeds": 1, "metric": "test_loss", "target": None,
+        "search": None}
     grid = validate(minimal(kind="compare", compare={
         "optimizers": ["sgd", {"name": "adam", "lr": [1, "1e-3"], "amsgrad": True},
                        {"name": "lbfgs", "c2": [0.5, 0.9]}],

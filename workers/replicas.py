@@ -84,7 +84,9 @@ def batch_key(spec: dict[str, Any]) -> str | None:
             or reg["early_stopping"] or reg["bagging"] or reg.get("l1_proximal")
             or tr["diagnostics"] or tr["time_limit_s"]):
         return None
-    rest = {k: v for k, v in spec.items() if k not in LABELS and k != "optimizer"}
+    rest = {k: v for k, v in spec.items()  # labels (`_` keys but a fold) never stop stacking
+            if k not in LABELS and (k == "_fold" or not k.startswith("_"))
+            and k != "optimizer"}
     return json.dumps(rest, sort_keys=True, default=str)
 
 
@@ -430,8 +432,9 @@ class ReplicaTrainer:
             at_epoch_end = step % self.steps_per_epoch == 0 or step >= total_steps
             if log_every == "epoch" and at_epoch_end:
                 log_point()
-            if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs \
-                    and step < total_steps:
+            end = epoch >= epochs or step >= total_steps
+            if (epoch % int(tr["checkpoint_every"]) == 0 and not end) or (
+                    end and spec.get("_checkpoint_end")):  # a search trial at its rung
                 self._checkpoints(epoch, step, time.perf_counter() - t0)
         if active() and any(rep.progress.get("step") != step for rep in self.replicas
                             if rep.active):

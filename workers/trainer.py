@@ -413,8 +413,9 @@ class Trainer:
                     status = "failed"
                     error = f"training.time_limit_s: stopped after {time_limit:g} s"
                     break
-                if epoch % int(tr["checkpoint_every"]) == 0 and epoch < epochs \
-                        and step < total_steps:
+                end = epoch >= epochs or step >= total_steps
+                if (epoch % int(tr["checkpoint_every"]) == 0 and not end) or (
+                        end and spec.get("_checkpoint_end")):  # a search trial at its rung
                     self.hooks.checkpoint(epoch, step, self._snapshot(
                         epoch, step, time.perf_counter() - t0, state, best))
             if status == "succeeded" and progress.get("step") != step:
