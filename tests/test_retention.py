@@ -387,3 +387,54 @@ def test_a_search_trial_keeps_its_checkpoint_until_the_comparison_settles(
         assert JobStatus(s.get(Job, parent).status) is JobStatus.SUCCEEDED
     # Then both trials' checkpoints are gone
     assert [jobs.latest_checkpoint(t) for t in trials] == [None, None]
+
+
+# ------------------------------------------------------------ real workers, busy
+LONG = {"device": "cpu", "data": {"dataset": "digits"}, "model": {"hidden": [32]},
+        "optimizer": {"name": "sgd", "lr": 0.01},
+        "training": {"epochs": 100000, "batch_size": 64}}
+
+
+@pytest.mark.services
+def test_rm_while_two_real_workers_are_busy(pg_url: str, redis_url: str,
+                                           tmp_path: Path) -> None:
+    from faultkit import Pool, pools, submit_spec, wait_for, wait_jobs
+
+    assert invoke("db", "upgrade")[0] == 0
+    spec = tmp_path / "small.json"
+    spec.write_text(json.dumps(TRAIN))
+    with pools(Pool("a", tmp_path), Pool("b", tmp_path)):
+        # Given a finished job, then two workers busy: one on a long train job, the other
+        # on a long comparison's two children (trained together as a stack)
+        [done] = submit_spec(spec)
+        wait_jobs([done], 120, want={"succeeded"})
+        (tmp_path / "long.json").write_text(json.dumps({**LONG, "name": "long"}))
+        (tmp_path / "cmp.json").write_text(json.dumps({
+            **LONG, "name": "long-cmp", "kind": "compare",
+            "compare": {"optimizers": ["sgd", "momentum"], "seeds": 1}}))
+        [long_job] = submit_spec(tmp_path / "long.json")
+        cmp_ids = submit_spec(tmp_path / "cmp.json")
+        busy = [long_job, *cmp_ids[1:]]
+        wait_jobs(busy, 120, want={"running"})
+        wait_for(lambda: all(owned({j})["metrics"] > 3 for j in busy), 60,
+                 "both workers to be writing curves")
+        untouched = rows_of_others(set(busy) | {cmp_ids[0]})
+
+        # When rm is asked without --force: refused, one line, nothing deleted
+        for ref, says in ((long_job, "is running"), (cmp_ids[0], "is running"),
+                          (cmp_ids[1], "child of comparison")):
+            code, out, err = invoke("rm", ref)
+            assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+        assert owned({long_job})["jobs"] == 1 and owned({cmp_ids[0]})["jobs"] == 3
+
+        # When rm --force is asked: each is cancelled, its worker lets go, and it is gone
+        code, out, err = invoke("rm", "--force", long_job, cmp_ids[0], "--json")
+        assert code == 0, err
+        assert [d["id"] for d in json.loads(out)] == [long_job, cmp_ids[0]]
+        assert owned({long_job, cmp_ids[0]}) == dict.fromkeys(
+            ("jobs", "metrics", "results", "checkpoints", "artifacts"), 0)
+        assert rows_of_others(set(busy) | {cmp_ids[0]}) == untouched
+        # and the workers, whose jobs vanished under them, go on working
+        [after] = submit_spec(spec)
+        wait_jobs([after], 120, want={"succeeded"})
+    assert counts()["jobs"] == 2
