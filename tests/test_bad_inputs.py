@@ -260,6 +260,7 @@ CASES: dict[str, Bad] = {
     "cancel-unknown-job": Bad(("cancel", UNKNOWN_JOB), (UNKNOWN_JOB,)),
     "retry-unknown-job": Bad(("retry", UNKNOWN_JOB), (UNKNOWN_JOB,)),
     "export-unknown-job": Bad(("export", UNKNOWN_JOB, "--out", "model.npz"), (UNKNOWN_JOB,)),
+    "rm-unknown-job": Bad(("rm", "{job}", UNKNOWN_JOB), (UNKNOWN_JOB,)),  # nothing deleted
     "status-prefix-too-short": Bad(("status", "abc"), ("abc",)),
     "curves-unknown-metric": Bad(("curves", "{job}", "--metric", "val_lossy"),
                                  ("val_lossy",)),

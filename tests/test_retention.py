@@ -348,6 +348,17 @@ def test_a_succeeded_job_drops_its_checkpoints_unless_kept(
     assert dropped not in have and have.get(kept) == 1
 
 
+def test_keep_checkpoints_is_a_yes_or_no(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradq.service.settings import get_settings
+
+    for raw, value in (("1", True), ("true", True), ("0", False), ("", False)):
+        monkeypatch.setenv("GRADQ_KEEP_CHECKPOINTS", raw)
+        assert get_settings().keep_checkpoints is value
+    monkeypatch.setenv("GRADQ_KEEP_CHECKPOINTS", "maybe")
+    with pytest.raises(ValueError, match="GRADQ_KEEP_CHECKPOINTS: 'maybe'"):
+        get_settings()
+
+
 @pytest.mark.parametrize(("status", "phase", "parent", "needed"), [
     ("running", None, None, True),  # resumes from it after a lost worker
     ("queued", None, None, True),
