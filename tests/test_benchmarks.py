@@ -99,3 +99,14 @@ def test_the_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert [s["stage"] for s in summary["stages"]] == ["nn_tests", "mlp_step", "flops",
                                                        "sweep"]
     assert {"mlp_step.json", "flops.json", "sweep.json"} <= set(summary["figures"])
+
+
+def test_footprint_reports_bytes_per_job_against_params_and_curves(tmp_path: Path) -> None:
+    doc = run_script("footprint", tmp_path, "--db", "sqlite", "--cases", "digits",
+                     timeout=600)
+    kept, default = (doc["results"][f"sqlite/digits/{k}"] for k in ("keep", "default"))
+    assert kept["checkpoints_left"] > 0 and default["checkpoints_left"] == 0
+    assert default["bytes_per_run"] < kept["bytes_per_run"]
+    assert set(default["artifact_bytes_per_run"]) == {"model"}  # no "initial" for a train job
+    assert default["params_bytes"] == 4 * default["params"] > 0
+    assert doc["verdict"]["sqlite/digits/default"] in ("met", "not met")
