@@ -84,6 +84,17 @@ def _internal_error(exc: Exception) -> NoReturn:
     sys.exit(EXIT_INTERNAL)
 
 
+def _closed_pipe() -> NoReturn:
+    """Stop quietly, with the status of a process that SIGPIPE ended (as `head`'s writers
+    do); standard output goes to /dev/null so that the exit's flush cannot fail again."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError, ValueError):  # no descriptor behind it (a test's)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(128 + 13)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the service's own exceptions into one line on stderr and the documented exit
     code; anything else is a bug and is reported as an internal error (exit 4)."""
@@ -98,6 +109,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), EXIT_SERVICE)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: usage errors (exit 2) and ctx.exit()
+        except BrokenPipeError:  # the reader went away (`gradq ls | head`): not a bug
+            _closed_pipe()
         except Exception as exc:
             _internal_error(exc)
 

@@ -59,6 +59,13 @@ def test_verbose_shows_the_whole_traceback(monkeypatch: pytest.MonkeyPatch) -> N
     assert short.count('  File "') == SHORT_TRACEBACK
 
 
+def test_a_reader_that_closed_the_pipe_is_not_an_internal_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gradq.service.queries.list_jobs", _raise(BrokenPipeError(32, "pipe")))
+    code, _, err = invoke("ls")
+    assert code == 141 and err == ""  # as `gradq ls | head` ends when head has its lines
+
+
 def test_an_internal_error_hides_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("gradq.service.queries.list_jobs",
                         _raise(RuntimeError("postgresql://gradq:s3cret@db/gradq broke")))
