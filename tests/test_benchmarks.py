@@ -99,6 +99,7 @@ def test_cli_latency_reports_each_command_against_its_target(tmp_path: Path) -> 
     assert doc["jobs"] == 50
     commands = {"help", "ls", "status", "status_many", "python_bare", "python_sqlalchemy_orm"}
     assert set(doc["median_s"]) == commands and all(v > 0 for v in doc["median_s"].values())
+    assert set(doc["median_cpu_s"]) == commands
     assert set(doc["verdicts"]) == set(doc["targets_s"]) == {"help", "ls", "status"}
     many = doc["status_many"]
     assert many["ids"] == 50
