@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from . import checkpoint_policy
 from .compare import Kid, NewJob, advance, settled_trial
 from .db import session_scope
+from .errors import InvalidTransition, JobNotFound
 from .models import (
     FINISHED,
     Artifact,
@@ -37,21 +38,10 @@ from .models import (
     utcnow,
 )
 from .settings import get_settings
-from .spec import canonical_json
 
 
 class LeaseLost(RuntimeError):
     """This worker no longer holds the job: its writes are refused."""
-
-
-class JobNotFound(LookupError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r}")
-        self.job_id = job_id
-
-
-class InvalidTransition(RuntimeError):
-    """The job is not in a state that allows the requested change."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +71,9 @@ def json_safe(obj: Any) -> Any:
 
 
 def _dumps(obj: Any) -> str:
+    # spec pulls in YAML and NumPy: imported here, so the read commands never load them
+    from .spec import canonical_json
+
     return canonical_json(json_safe(obj))
 
 
