@@ -279,7 +279,19 @@ def test_specs_differing_beyond_seed_and_optimizer_do_not_batch() -> None:
     assert batch_key(make_spec(seed=5, optimizer={"name": "adam", "lr": 0.1})) == base
     assert batch_key(make_spec(training={"epochs": 4})) != base
     assert batch_key(make_spec(model={"hidden": [7]})) != base
-    assert batch_key(make_spec(regularization={"l2": 0.1})) != base
+    assert batch_key(make_spec(regularization={"clip_grad_norm": 1.0})) != base
+    assert batch_key(make_spec(data={"standardize": False})) != base
+
+
+def test_per_replica_settings_and_labels_do_not_stop_stacking() -> None:
+    base = batch_key(make_spec())
+    assert batch_key(make_spec(regularization={"l2": 0.1, "l1": 0.01})) == base
+    assert batch_key(make_spec(model={"init": "he_normal", "bias_init": 0.1,
+                                      "output_bias": "marginal"})) == base
+    labelled = {**make_spec(), "_arm": "wide", "_arm_overrides": {"regularization.l2": 0.1},
+                "_trial": 3, "_phase": "search"}
+    assert batch_key(labelled) == base
+    assert batch_key({**make_spec(), "_fold": [0, 5]}) != base  # a fold selects the data
 
 
 def test_the_memory_limit_shrinks_with_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
