@@ -17,6 +17,7 @@ does on its background writer).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from dataclasses import dataclass
@@ -116,6 +117,30 @@ def run_loop(plan: Plan, body: Body, epoch: int = 0, step: int = 0) -> tuple[int
     if body.live() and logged != step:
         log()  # the last step, when log_every does not divide the run
     return epoch, step
+
+
+SMALL_PRODUCT = 1 << 24  # multiply-adds of a step's largest product: below, one BLAS thread
+
+
+def blas_threads(xp: ModuleType, batch: int, sizes: tuple[int, ...]
+                 ) -> contextlib.AbstractContextManager:
+    """One BLAS thread while training where every product of a step is small (NumPy).
+
+    Splitting a small product over threads costs more in synchronisation than it saves,
+    and on a busy machine a thread that waits for a descheduled sibling stalls every call
+    (measured on the issue-12 mnist job, 2 cores under load: 10-17x slower per epoch with
+    OpenBLAS's two threads than with one; idle, one thread is as fast). A stack of R
+    replicas is R such products. Large products (more than ``SMALL_PRODUCT``
+    multiply-adds per replica) keep the threads.
+    """
+    widest = max(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    if xp is not np or batch * widest > SMALL_PRODUCT:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # it comes with scikit-learn; without it, leave BLAS alone
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 # ------------------------------------------------------------------ evaluation

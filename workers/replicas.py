@@ -30,7 +30,6 @@ they cannot disturb the others).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -48,7 +47,15 @@ from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
 from gradq.service.settings import get_settings
 
-from .loop import Measures, Plan, Snapshot, checkpoint_snapshot, host_copy, run_loop
+from .loop import (
+    Measures,
+    Plan,
+    Snapshot,
+    blas_threads,
+    checkpoint_snapshot,
+    host_copy,
+    run_loop,
+)
 from .trainer import (
     Diverged,
     Hooks,
@@ -65,7 +72,6 @@ from .trainer import (
     targets,
 )
 
-SMALL_PRODUCT = 1 << 24  # multiply-adds of one replica's largest product: below, one thread
 LABELS = ("seed", "name")  # differ freely, as does every key starting with "_" but _fold
 STRUCTURAL = ("amsgrad", "centered")  # flags that change an optimizer's state layout
 PER_REPLICA = {  # numeric settings that may differ between replicas of one stack
@@ -364,28 +370,8 @@ class ReplicaTrainer:
     def run(self) -> list[ReplicaEnd]:
         """Train until every replica has ended; one ``ReplicaEnd`` per spec, in the order
         the specs were given."""
-        with self._blas_threads():
+        with blas_threads(self.xp, self.batch, self.arch.sizes):
             return self._run()
-
-    def _blas_threads(self) -> contextlib.AbstractContextManager:
-        """One BLAS thread where every product is small (NumPy only).
-
-        A stacked product is R separate BLAS calls; splitting each small one over threads
-        costs more in synchronisation than it saves, and on a busy machine a thread that
-        waits for a descheduled sibling stalls every call (measured: up to 10× slower).
-        Large products (more than ``SMALL_PRODUCT`` multiply-adds each) keep the threads.
-        """
-        rows = max(self.batch, *(len(X) if X.ndim == 2 else X.shape[1]
-                                 for X, _ in self.sets.values()))
-        sizes = self.arch.sizes
-        widest = max(a * b for a, b in zip(sizes, sizes[1:], strict=False))
-        if self.xp is not np or rows * widest > SMALL_PRODUCT:
-            return contextlib.nullcontext()
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # it comes with scikit-learn; without it, leave BLAS alone
-            return contextlib.nullcontext()
-        return threadpool_limits(limits=1, user_api="blas")
 
     def _run(self) -> list[ReplicaEnd]:
         net = self.net

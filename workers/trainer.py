@@ -34,6 +34,7 @@ from .loop import (
     Measures,
     Plan,
     Snapshot,
+    blas_threads,
     checkpoint_snapshot,
     host_copy,
     run_loop,
@@ -309,7 +310,8 @@ class Trainer:
             resumed_from = {"epoch": epoch, "step": step}
         body.epoch, body.step_ = epoch, step
         try:
-            epoch, step = run_loop(self.plan, body, epoch, step)
+            with blas_threads(self.xp, self.batch, self.arch.sizes):
+                epoch, step = run_loop(self.plan, body, epoch, step)
         except Diverged as exc:
             body.status, body.error = "diverged", str(exc)
             epoch, step = body.epoch, body.step_
