@@ -15,8 +15,11 @@ L1/L2, gradient clipping, learning-rate schedules, LSUV and marginal-bias initia
 trained by a first-order optimizer on minibatches or the full batch. What runs alone:
 dropout (its masks come from a per-job random stream), early stopping, diagnostics, a time
 limit, bagging, kernel SVMs, second-order and line-search methods and ``closed_form``,
-and any child that resumes from a checkpoint. Replicas must share everything but the seed
-and the optimizer (the data section, model, regularization, training section, dtype).
+and any child that resumes from a checkpoint. Replicas must share everything but the seed,
+labels (keys starting with ``_``, ``_fold`` aside), the optimizer, the penalties
+``regularization.l2``/``l1`` ((R, 1) arrays where they differ) and the initialisation
+(``model.init``, ``bias_init``, ``output_bias``: each replica's initial parameters come from
+its own spec). The training loop itself is ``loop.run_loop``, shared with ``Trainer``.
 
 How many replicas go together: as many as ``max_replicas`` estimates fit a memory budget
 (half the free device memory on a GPU, a quarter of the available RAM on the CPU, at most
