@@ -34,9 +34,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from _common import machine, parser, report, set_threads, verdict
-
 import numpy as np
+from _common import machine, parser, report, set_threads, verdict
 
 TARGETS = {"mnist": 0.6, "digits": 0.8, "checkpoint_overhead": 0.05}
 

@@ -185,12 +185,6 @@ def host_state(state: Any) -> dict[str, np.ndarray]:
             for k, v in first_order.state_to_arrays(state).items()}
 
 
-def checkpoint_bytes(epoch: int, step: int, elapsed: float, params: Any, running: Any,
-                     opt: dict[str, np.ndarray], best: dict[str, Any] | None = None) -> bytes:
-    """A checkpoint's bytes, serialised at once (see ``loop.checkpoint_snapshot``)."""
-    return bytes(checkpoint_snapshot(epoch, step, elapsed, params, running, opt, best))
-
-
 class Trainer:
     """Trains one network described by a normalised spec on prepared data."""
 
