@@ -252,7 +252,8 @@ def _search_children(spec: dict[str, Any], arm: ArmPlan, tune: list[int]
              "values": [None] * n, "epochs": [0] * n,
              "metric": tuning_metric(spec["compare"]["metric"]),
              "eta": sh["eta"] if sh else None, "rungs": rungs, "rung": 0,
-             "alive": list(range(n)), "done": False, "samples": [0] * n, "run_s": [0.0] * n}
+             "alive": list(range(n)), "done": False, "samples": [0] * n, "run_s": [0.0] * n,
+             "cum_s": [0.0] * n}
     return out, state
 
 
@@ -323,8 +324,12 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
         st["values"][t] = values[t]
         st["epochs"][t] = int((k.final or {}).get("epochs", st["epochs"][t]))
         timing = k.timing or {}
-        run_s = float(timing.get("run_s") or 0.0)
-        st["run_s"][t] = run_s  # cumulative over the trial's sessions
+        run_s = float(timing.get("run_s") or 0.0)  # cumulative over the trial's sessions
+        session = max(0.0, run_s - st["cum_s"][t])
+        # a stack's time is shared by its replicas (timing.stacked, where it is recorded)
+        st["run_s"][t] += session / max(1, int(timing.get("stacked") or 1))
+        st["cum_s"][t] = run_s
+        # samples_per_s is this session's samples over the cumulative run_s
         st["samples"][t] += round(float(timing.get("samples_per_s") or 0.0) * run_s)
     st["budget"] = {"epochs": sum(st["epochs"]), "samples": sum(st["samples"]),
                     "run_s": round(sum(st["run_s"]), 6)}
