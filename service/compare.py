@@ -115,6 +115,12 @@ def plan_arms(spec: dict[str, Any]) -> list[ArmPlan]:
     return out
 
 
+def tunes(spec: dict[str, Any]) -> bool:
+    """Whether a comparison has a grid or a search to decide (else nothing to advance)."""
+    return (spec.get("kind") == "compare" and bool(spec.get("compare"))
+            and any(arm.grid or arm.space for arm in plan_arms(spec)))
+
+
 def grid_points(arm: ArmPlan) -> list[dict[str, Any]]:
     """Every setting of an arm's grid, as {key: value} ([{}] without a grid)."""
     keys = list(arm.grid)
@@ -188,7 +194,7 @@ def expand(spec: dict[str, Any], user_batch: bool = True,
             children.append(NewJob(c, "train", spec["name"], spec["seed"], spec["optimizer"],
                                    queue))
         return NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
-    spec.setdefault("_user_batch", user_batch)
+    spec = {**spec, "_user_batch": spec.get("_user_batch", user_batch)}
     tune = tune_seeds(spec)
     progress: dict[str, Any] = {}
     searches: dict[str, Any] = {}
