@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import checkpoint_policy
-from .compare import Kid, NewJob, advance, settled_trial
+from .compare import Kid, NewJob, advance, settled_trial, tunes
 from .db import session_scope
 from .errors import InvalidTransition, JobNotFound
 from .models import (
@@ -529,7 +529,7 @@ def _advance(s: Session, parent: Job) -> list[str]:
     checkpoint), drop pruned trials' checkpoints, and record it all in the parent's
     progress. Returns the ids to publish (new and promoted jobs)."""
     spec = json.loads(parent.spec)
-    if spec.get("kind") != "compare":
+    if not tunes(spec):
         return []
     rows = s.execute(sa.select(Job.id, Job.spec, Job.status, Result.final, Result.timing)
                      .outerjoin(Result, Result.job_id == Job.id)
