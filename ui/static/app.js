@@ -77,7 +77,7 @@ class Chart {
       plot_bgcolor: "#fff"};
     Object.assign(layout[this.opts.valueAxis + "axis"], logAxis);
     if (this.opts.layout) this.opts.layout(layout);
-    return Plotly.react(this.div, traces, layout, {displaylogo: false, responsive: true});
+    return Plotly.react(this.div, traces, layout, {displayModeBar: false, responsive: true});
   }
 }
 
@@ -122,7 +122,9 @@ async function jobCurves(container) {
     for (const [g, metrics] of Object.entries(groups)) {
       if (!charts[g]) charts[g] = new Chart(container, "chart-" + g, g);
       charts[g].draw(metrics.map(m => {
-        colors[m] ||= PALETTE[Object.keys(colors).length % PALETTE.length];
+        // train, val and test keep one colour each across the charts
+        const split = ["train_", "val_", "test_"].findIndex(p => m.startsWith(p));
+        colors[m] ||= split >= 0 ? PALETTE[split] : PALETTE[3 + Object.keys(colors).length % 7];
         return line(m, data[m][st.x], ema(data[m].value, st.ema), colors[m]);
       }), st);
     }
