@@ -99,3 +99,11 @@ def test_the_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert [s["stage"] for s in summary["stages"]] == ["nn_tests", "mlp_step", "flops",
                                                        "sweep"]
     assert {"mlp_step.json", "flops.json", "sweep.json"} <= set(summary["figures"])
+
+
+def test_ui_reports_the_curve_and_paging_figures(tmp_path: Path) -> None:
+    doc = run_script("ui", tmp_path)
+    assert doc["curve"]["all_points_read"] == doc["curve"]["points"]
+    assert 0 < doc["curve"]["returned"] <= 2000 + 500  # + a nan point per bucket at most
+    assert doc["paging"]["listed"] == 50
+    assert set(doc["paging"]["timing"]) == {"jobs_page", "api_jobs", "bare_select"}
