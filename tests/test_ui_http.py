@@ -40,6 +40,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cli("run", str(write_spec(tmp, {**TRAIN, "name": FORMULA, "seed": 1}, "b.json")),
             "--json")
         cli("run", str(write_spec(tmp, COMPARE, "c.json")), "--json")
+        cli("run", str(write_spec(tmp, {**TRAIN, "name": "bagged", "regularization":
+                                        {"bagging": {"models": 3}}}, "d.json")), "--json")
         dispose_engines()
     return home
 
@@ -189,14 +191,21 @@ def test_csv_cells_that_would_run_as_formulas_are_neutralised(client) -> None:
 
 
 def test_parameters_are_served_by_job_id(client) -> None:
-    job = ids("train")[0]
+    job = next(r["id"] for r in cli_json("ls") if r["name"] == HOSTILE)
     r = client.get(f"/jobs/{job}/model.npz")
     assert r.status_code == 200
+    assert r.content == queries_artifact(job)  # the bytes `gradq export` writes
     with np.load(io.BytesIO(r.content)) as z:
         assert "W0" in z.files
     [parent] = ids("compare")
     assert client.get(f"/jobs/{parent}/model.npz").status_code == 400
     assert client.get("/jobs/..%2F..%2Fetc%2Fpasswd/model.npz").status_code in (400, 404)
+
+
+def queries_artifact(job: str) -> bytes:
+    from gradq.service.queries import artifact
+
+    return artifact(job, "model")
 
 
 # --------------------------------------------------------------------- pages
@@ -234,6 +243,49 @@ def test_the_report_is_rendered_in_the_shape_stats_is_adding(monkeypatch, client
     for text in ("arm-0", "arm-1", "p (Holm)", "0.0246", "0.0123", "Search", "random",
                  "loguniform", "Seeds", "2-4-2", "gap (test − train)", 'data-search="1"'):
         assert text in html, text
+
+
+def test_a_bagging_job_shows_its_members_against_the_ensemble(client) -> None:
+    job = next(r["id"] for r in cli_json("ls") if r["name"] == "bagged")
+    rep = cli_json("report", job)
+    html = client.get(f"/jobs/{job}").text
+    assert "Bagging: 3 members against their ensemble" in html
+    from gradq.ui.pages import fmt
+
+    for key in ("v", "c", "predicted_error", "observed_error"):
+        assert f"<dd>{fmt(rep[key])}</dd>" in html, key
+    assert html.count("<td>member ") == 3
+
+
+def test_a_running_comparison_is_marked_partial(client) -> None:
+    from gradq.service import jobs
+    from gradq.service.compare import expand
+    from gradq.service.spec import validate
+
+    ids_ = jobs.create_jobs(expand(validate({**COMPARE, "name": "unfinished"})), dataset=None,
+                            priority=0, max_attempts=3)
+    html = client.get(f"/jobs/{ids_[0]}").text
+    assert f"partial: {len(ids_) - 1} of {len(ids_) - 1} runs not finished" in html
+    assert 'data-live="1"' in html
+    jobs.delete_jobs(ids_)
+
+
+def test_serve_warns_when_bound_beyond_loopback(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import webbrowser
+
+    import uvicorn
+    from gradq.ui import app
+
+    monkeypatch.setenv("GRADQ_HOME", str(home))
+    calls: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda asgi, **kw: calls.append(kw))
+    monkeypatch.setattr(webbrowser, "open", lambda url: calls.append(url))
+    app.serve("127.0.0.1", 8765)
+    assert "warning" not in capsys.readouterr().err
+    app.serve("0.0.0.0", 8766)
+    assert "warning: gradq ui is bound to 0.0.0.0" in capsys.readouterr().err
+    assert [c["host"] for c in calls] == ["127.0.0.1", "0.0.0.0"]
 
 
 def test_the_jobs_page_pages_filters_and_looks_up_ids(client) -> None:
