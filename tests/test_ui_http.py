@@ -326,8 +326,16 @@ def _create_and_log(values: np.ndarray, start: int) -> str:
     return job_id
 
 
-def test_downsampling_keeps_the_first_last_lowest_and_highest_points() -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_downsampling_keeps_the_first_last_lowest_and_highest_points(
+        database: str, request: pytest.FixtureRequest) -> None:
     from gradq.service import queries
+
+    if database == "postgresql":
+        request.getfixturevalue("pg_url")
+        from gradq.service.db import upgrade
+
+        upgrade()
 
     rng = np.random.default_rng(0)
     n = 12_345
