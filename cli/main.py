@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,22 +202,31 @@ def _gpu_ids(spec: str, required: bool = True) -> list[int]:
 @click.option("--parent", default=None, metavar="JOB", help="Only the children of JOB.")
 @click.option("--name", default=None, metavar="TEXT",
               help="Only jobs whose name contains TEXT (case-insensitive).")
-@click.option("--since", default=None, metavar="WHEN",
+@click.option("--since", default=None, metavar="WHEN", callback=lambda c, p, v: _since(v),
               help="Only jobs created since WHEN: an ISO date/time (UTC) or an age (30m, 2h, 7d).")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @json_option
 @handle_errors
 def ls(status: str | None, kind: str | None, parent: str | None, name: str | None,
-       since: str | None, limit: int, as_json: bool) -> None:
+       since: datetime | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
-    rows = queries.list_jobs(status, kind, limit, parent, name=name,
-                             since=queries.parse_since(since) if since else None)
+    rows = queries.list_jobs(status, kind, limit, parent, name=name, since=since)
     if as_json:
         emit_json(rows)
         return
     table([(r["id"], r["kind"], r["status"], r["name"], (r["parent"] or "")[:8],
             r["created_at"]) for r in rows],
           ("id", "kind", "status", "name", "parent", "created"))
+
+
+def _since(value: str | None) -> datetime | None:
+    """``--since WHEN`` as a UTC datetime; a value it cannot read is a usage error (exit 2)."""
+    from gradq.service.queries import parse_since
+
+    try:
+        return parse_since(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 @main.command()

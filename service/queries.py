@@ -65,7 +65,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     try:
         when = datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--since: {text!r} is neither an ISO date/time (2026-01-31, "
+        raise ValueError(f"{text!r} is neither an ISO date/time (2026-01-31, "
                          "2026-01-31T12:00) nor an age (30m, 2h, 7d)") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 

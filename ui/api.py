@@ -81,13 +81,20 @@ def str_param(request: Request, name: str) -> str | None:
 
 
 def jobs(request: Request) -> list[dict[str, Any]]:
-    since = str_param(request, "since")
     return queries.list_jobs(
         str_param(request, "status"), str_param(request, "kind"),
         int_param(request, "limit", 50, 1), str_param(request, "parent"),
         offset=int_param(request, "offset", 0) or 0, name=str_param(request, "name"),
-        since=queries.parse_since(since) if since else None,
-        sort=str_param(request, "sort") or "created", id_prefix=str_param(request, "id"))
+        since=since_param(request), sort=str_param(request, "sort") or "created",
+        id_prefix=str_param(request, "id"))
+
+
+def since_param(request: Request) -> Any:
+    raw = str_param(request, "since")
+    try:
+        return queries.parse_since(raw) if raw else None
+    except ValueError as exc:
+        raise BadQuery(f"since: {exc}") from None
 
 
 def job_status(request: Request) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from .api import BadQuery, error_status, int_param, str_param
+from .api import BadQuery, error_status, int_param, since_param, str_param
 
 PAGE_SIZE = 50
 STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
@@ -82,7 +82,7 @@ def jobs_page(request: Request) -> HTMLResponse:
                                                   "since")}
         sort = str_param(request, "sort") or "created"
         page = int_param(request, "page", 1, 1) or 1
-        since = queries.parse_since(f["since"]) if f["since"] else None
+        since = since_param(request)
         filters = dict(status=f["status"], kind=f["kind"], parent=f["parent"], name=f["name"],
                        since=since, id_prefix=f["id"])
         total = queries.count_jobs(**filters)
