@@ -285,3 +285,58 @@ def test_the_jobs_page_refreshes_itself_unless_paused(page: Any, world: World) -
     assert float(b.execute_script("return " + bar)) == paused
     b.find_element("id", "pause").click()
     wait_for(b, f"parseFloat({bar}) > {paused}", timeout=10)
+
+
+def test_a_searched_comparison_draws_expected_best_and_capacity(
+        browser: Any, world: World, shots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report as the stats work extends it (labels, pairs with Holm, searches with their
+    expected best of k trials, a capacity axis) draws its charts: served in process, with
+    that report in place of today's."""
+    import threading
+
+    import uvicorn
+    from gradq.service import report as report_mod
+    from gradq.ui.app import create_app
+
+    monkeypatch.setenv("GRADQ_HOME", str(world.home))
+    old = report_mod.build_report(world.compare)
+    arms = [{**a, "label": f"hidden-{16 * (i + 1)}",
+             "train": {"metric": "train_loss", "n": a["n"], "mean": a["mean"] * 0.8,
+                       "ci95": None},
+             "search": {"space": {"optimizer.lr": {"loguniform": [1e-4, 1e-1]}},
+                        "method": "random", "trials": 4, "pruned": 1, "failed": 0,
+                        "chosen": {"optimizer.lr": 0.003}, "budget": {"epochs": 12},
+                        "expected_best": [0.6 - 0.05 * k - 0.01 * i for k in range(4)]}}
+            for i, a in enumerate(old["arms"])]
+    labels = [a["label"] for a in arms]
+    new = {**{k: v for k, v in old.items() if k != "paired"}, "arms": arms,
+           "better": [[labels[0], labels[1]]],
+           "pairs": [{"a": labels[0], "b": labels[1], "n": 3, "diff": -0.1, "ci95": [-0.2, 0],
+                      "p": 0.01, "p_holm": 0.03, "significant": True}],
+           "capacity": {"key": "model.hidden", "labels": labels,
+                        "x": [16.0 * (i + 1) for i in range(len(labels))]}}
+    monkeypatch.setattr(report_mod, "build_report", lambda job_id: new)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        browser.get(f"http://127.0.0.1:{port}/jobs/{world.compare}")
+        wait_for(browser, "document.getElementById('capacity') && "
+                          "document.getElementById('capacity').data")
+        best = wait_for(browser, "document.getElementById('expected-best') && "
+                                 "document.getElementById('expected-best').data")
+        assert sorted(t["name"] for t in best) == sorted(labels)
+        assert [t["name"] for t in traces(browser, "capacity")] == ["test_loss", "train_loss"]
+        text = browser.find_element("id", "report").text
+        assert "p (Holm)" in text and "random" in text
+        browser.save_screenshot(str(shots / "searched-comparison.png"))
+        bad = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not bad, bad
+    finally:
+        server.should_exit = True
+        thread.join(10)

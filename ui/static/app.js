@@ -196,6 +196,22 @@ async function compareCharts(container) {
                           arrayminus: [a.mean - lo], color: color(name), thickness: 2, width: 6}};
       }), st);
     }
+    const cap = report.capacity;
+    if (cap && cap.x && cap.labels) {
+      // the metric against the one key the arms vary (the book's capacity figure)
+      const byLabel = Object.fromEntries(report.arms.map(a => [a.label || a.optimizer, a]));
+      const pts = cap.labels.map((l, i) => ({x: cap.x[i], a: byLabel[l]})).filter(p => p.a && p.a.mean !== null)
+        .sort((p, q) => p.x - q.x);
+      const err = side => pts.map(p => p.a.ci95 ? (side > 0 ? p.a.ci95[1] - p.a.mean : p.a.mean - p.a.ci95[0]) : 0);
+      const traces = [line(report.metric, pts.map(p => p.x), pts.map(p => p.a.mean), PALETTE[1],
+        {mode: "lines+markers", error_y: {type: "data", symmetric: false, array: err(1), arrayminus: err(-1)}})];
+      const train = pts.filter(p => p.a.train && p.a.train.mean !== null);
+      if (train.length) traces.push(line(train[0].a.train.metric, train.map(p => p.x), train.map(p => p.a.train.mean),
+                                         PALETTE[0], {mode: "lines+markers"}));
+      charts.capacity ||= new Chart(container, "capacity", `${report.metric} against ${cap.key}`,
+                                    {xTitle: cap.key + (cap.sum ? " (sum)" : "")});
+      charts.capacity.draw(traces, Object.assign({}, st, {ema: 0}));
+    }
     const searched = report.arms.filter(a => a.search && a.search.expected_best);
     if (searched.length) {
       charts.best ||= new Chart(container, "expected-best", "expected best validation metric of k trials",
@@ -204,7 +220,7 @@ async function compareCharts(container) {
         const name = a.label || a.optimizer;
         const ys = a.search.expected_best;
         return line(name, ys.map((_, i) => i + 1), ys, color(name), {mode: "lines+markers"});
-      }), Object.assign(st, {ema: 0}));
+      }), Object.assign({}, st, {ema: 0}));
     }
   };
   ctl.listeners.push(redraw);
