@@ -30,6 +30,7 @@ COPY service/ service/
 COPY workers/ workers/
 COPY nn/ nn/
 COPY migrations/ migrations/
+COPY ui/ ui/
 COPY examples/ examples/
 
 # A regular (not editable) install into the image's Python, then a user to run it.

@@ -18,6 +18,7 @@ import io
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -269,19 +270,33 @@ def _gpu_ids(spec: str, required: bool = True) -> list[int]:
 @click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--kind", type=click.Choice(("train", "compare")), default=None)
 @click.option("--parent", default=None, metavar="JOB", help="Only the children of JOB.")
+@click.option("--name", default=None, metavar="TEXT",
+              help="Only jobs whose name contains TEXT (case-insensitive).")
+@click.option("--since", default=None, metavar="WHEN", callback=lambda c, p, v: _since(v),
+              help="Only jobs created since WHEN: an ISO date/time (UTC) or an age (30m, 2h, 7d).")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @json_option
 @handle_errors
-def ls(status: str | None, kind: str | None, parent: str | None, limit: int,
-       as_json: bool) -> None:
+def ls(status: str | None, kind: str | None, parent: str | None, name: str | None,
+       since: datetime | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
-    rows = queries.list_jobs(status, kind, limit, parent)
+    rows = queries.list_jobs(status, kind, limit, parent, name=name, since=since)
     if as_json:
         emit_json(rows)
         return
     table([(r["id"], r["kind"], r["status"], r["name"], (r["parent"] or "")[:8],
             r["created_at"]) for r in rows],
           ("id", "kind", "status", "name", "parent", "created"))
+
+
+def _since(value: str | None) -> datetime | None:
+    """``--since WHEN`` as a UTC datetime; a value it cannot read is a usage error (exit 2)."""
+    from gradq.service.queries import parse_since
+
+    try:
+        return parse_since(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 @main.command()
@@ -342,7 +357,7 @@ def curves(jobs_: tuple[str, ...], metrics: tuple[str, ...], csv_path: Path | No
     if png_path:
         from gradq.service.plots import plot_curves
 
-        plot_curves(docs, png_path)
+        plot_curves(docs, png_path, queries.labels([d["id"] for d in docs]))
     if as_json:
         emit_json(docs[0] if len(docs) == 1 else {"jobs": docs})
         return
@@ -488,6 +503,22 @@ def gc(dry_run: bool, vacuum: bool, as_json: bool) -> None:
         click.echo(f"{_size(vac['free_bytes'])} free inside the database file", err=True)
     if vac.get("hint"):
         click.echo(vac["hint"], err=True)
+
+
+# ------------------------------------------------------------------------ ui
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the dashboard (a warning).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Another Host name to answer (behind a proxy or in a container).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a browser.")
+@handle_errors
+def ui(host: str, port: int, allow_hosts: tuple[str, ...], open_browser: bool) -> None:
+    """Serve the read-only web dashboard over the database the CLI uses."""
+    from gradq.ui.app import serve
+
+    serve(host, port, allow_hosts, open_browser)
 
 
 # ------------------------------------------------------------------ datasets

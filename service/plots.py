@@ -14,8 +14,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .errors import UsageError  # noqa: E402
 
 
-def plot_curves(docs: list[dict[str, Any]], path: Path) -> Path:
-    """One panel per metric, one line per job (several jobs are overlaid)."""
+def plot_curves(docs: list[dict[str, Any]], path: Path,
+                labels: dict[str, str] | None = None) -> Path:
+    """One panel per metric, one line per job (several jobs are overlaid), each line named
+    by ``labels[job id]`` (name · arm · seed, see ``queries.labels``), else its short id."""
+    labels = labels or {}
     names = sorted({m for d in docs for m in d["metrics"]})
     if not names:
         raise UsageError("no learning curves to plot")
@@ -24,7 +27,7 @@ def plot_curves(docs: list[dict[str, Any]], path: Path) -> Path:
         for d in docs:
             m = d["metrics"].get(name)
             if m:
-                ax.plot(m["step"], m["value"], label=d["id"][:8])
+                ax.plot(m["step"], m["value"], label=labels.get(d["id"], d["id"][:8]))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         if len(docs) > 1:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import json
+import math
+import re
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from .db import session_scope
 from .errors import AmbiguousJob, JobNotFound, NotFound
 from .jobs import to_utc
-from .models import Artifact, Job, JobStatus, Metric, Result
+from .models import FINISHED, Artifact, Job, JobStatus, Metric, Result
 
 
 def resolve(s: sa.orm.Session, job_id: str) -> Job:
@@ -40,20 +44,117 @@ def _iso(dt: Any) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
+SORTS = {"created": (Job.created_at, True), "-created": (Job.created_at, False),
+         "name": (Job.name, False), "-name": (Job.name, True),
+         "status": (Job.status, False), "kind": (Job.kind, False)}
+"""``sort`` keys of :func:`list_jobs`: column and whether it runs descending (a leading
+``-`` flips it; ``created`` is newest first)."""
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since WHEN``: an ISO date or time (UTC unless it says otherwise), or an age such as
+    ``30m``, ``2h``, ``7d``; ValueError with one line otherwise."""
+    t = text.strip()
+    m = _RELATIVE.match(t.lower())
+    now = now or datetime.now(timezone.utc)
+    if m:
+        return now - timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+    try:
+        when = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO date/time (2026-01-31, "
+                         "2026-01-31T12:00) nor an age (30m, 2h, 7d)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _job_filter(s: sa.orm.Session, q: sa.Select, status: str | None, kind: str | None,
+                parent: str | None, name: str | None, since: datetime | None,
+                id_prefix: str | None) -> sa.Select:
+    """The WHERE clause shared by :func:`list_jobs` and :func:`count_jobs`."""
+    if status:
+        q = q.where(Job.status == JobStatus(status))
+    if kind:
+        q = q.where(Job.kind == kind)
+    if parent:
+        q = q.where(Job.parent_id == resolve(s, parent).id)
+    if name:
+        pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        q = q.where(Job.name.ilike(pattern, escape="\\"))
+    if since is not None:
+        q = q.where(Job.created_at >= since.astimezone(timezone.utc))
+    if id_prefix:
+        prefix = id_prefix.strip().lower()
+        if not all(c in "0123456789abcdef" for c in prefix):
+            raise ValueError(f"id {id_prefix!r}: a job id is hexadecimal")
+        q = q.where(Job.id.like(prefix + "%"))
+    return q
+
+
 def list_jobs(status: str | None = None, kind: str | None = None, limit: int = 50,
-              parent: str | None = None, url: str | None = None) -> list[dict[str, Any]]:
-    """Newest first: ``{id, kind, status, name, parent, created_at}``."""
+              parent: str | None = None, url: str | None = None, *, offset: int = 0,
+              name: str | None = None, since: datetime | None = None,
+              sort: str = "created", id_prefix: str | None = None) -> list[dict[str, Any]]:
+    """``{id, kind, status, name, parent, created_at}``, newest first unless ``sort`` (a key
+    of :data:`SORTS`) says otherwise; ``name`` matches a substring, case-insensitively."""
+    if sort not in SORTS:
+        raise ValueError(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
+    column, desc = SORTS[sort]
     with session_scope(url) as s:
         q = sa.select(Job.id, Job.kind, Job.status, Job.name, Job.parent_id, Job.created_at)
-        if status:
-            q = q.where(Job.status == JobStatus(status))
-        if kind:
-            q = q.where(Job.kind == kind)
-        if parent:
-            q = q.where(Job.parent_id == resolve(s, parent).id)
-        rows = s.execute(q.order_by(Job.created_at.desc(), Job.id).limit(limit)).all()
+        q = _job_filter(s, q, status, kind, parent, name, since, id_prefix)
+        order = [column.desc() if desc else column.asc()]
+        if column is not Job.created_at:
+            order.append(Job.created_at.desc())
+        rows = s.execute(q.order_by(*order, Job.id).offset(offset).limit(limit)).all()
     return [{"id": r.id, "kind": r.kind, "status": JobStatus(r.status).value, "name": r.name,
              "parent": r.parent_id, "created_at": _iso(r.created_at)} for r in rows]
+
+
+def count_jobs(status: str | None = None, kind: str | None = None,
+               parent: str | None = None, url: str | None = None, *,
+               name: str | None = None, since: datetime | None = None,
+               id_prefix: str | None = None) -> int:
+    """How many jobs :func:`list_jobs` pages through with the same filters."""
+    with session_scope(url) as s:
+        q = _job_filter(s, sa.select(sa.func.count()).select_from(Job), status, kind,
+                        parent, name, since, id_prefix)
+        return int(s.execute(q).scalar_one())
+
+
+def progress_of(job_ids: list[str], url: str | None = None) -> dict[str, float | None]:
+    """Fraction done (0–1) of each running or queued job among ``job_ids``: a train job
+    by steps (or epochs), a comparison by finished children. Finished jobs are left out."""
+    out: dict[str, float | None] = {}
+    if not job_ids:
+        return out
+    live = (JobStatus.RUNNING, JobStatus.QUEUED)
+    with session_scope(url) as s:
+        rows = s.execute(sa.select(Job.id, Job.kind, Job.progress)
+                         .where(Job.id.in_(job_ids), Job.status.in_(live))).all()
+        parents = [r.id for r in rows if r.kind == "compare"]
+        counts: dict[str, list[int]] = {p: [0, 0] for p in parents}
+        if parents:
+            done = sa.func.sum(sa.case((Job.status.in_(FINISHED), 1), else_=0))
+            for pid, total, finished in s.execute(
+                    sa.select(Job.parent_id, sa.func.count(), done)
+                    .where(Job.parent_id.in_(parents)).group_by(Job.parent_id)).all():
+                counts[pid] = [int(total), int(finished or 0)]
+    for r in rows:
+        if r.kind == "compare":
+            total, finished = counts[r.id]
+            out[r.id] = finished / total if total else None
+            continue
+        p = json.loads(r.progress or "{}")
+        if p.get("steps"):
+            out[r.id] = min(1.0, p.get("step", 0) / p["steps"])
+        elif p.get("epochs"):
+            out[r.id] = min(1.0, p.get("epoch", 0) / p["epochs"])
+        else:
+            out[r.id] = None
+    return out
 
 
 def _document(job: Job, res: Result | None) -> dict[str, Any]:
@@ -164,16 +265,48 @@ def _search_progress(s: sa.orm.Session, parent_id: str, state: dict[str, Any]
     return out
 
 
-def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | None = None
+def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | None = None,
+           *, after_step: int | None = None, max_points: int | None = None
            ) -> dict[str, Any]:
-    """``{id, metrics: {name: {step, epoch, time_s, value}}}`` in step order."""
+    """``{id, metrics: {name: {step, epoch, time_s, value}}}`` in step order.
+
+    ``after_step`` keeps only later points (a live page asks for what is new).
+    ``max_points`` caps each series: a longer one is cut into ``max_points // 4`` buckets of
+    consecutive steps, and each bucket keeps its first, last, lowest and highest point, so
+    spikes and the ends survive. The buckets are reduced in SQL; only the kept rows are read.
+    """
     with session_scope(url) as s:
         job = resolve(s, job_id)
-        q = sa.select(Metric.name, Metric.step, Metric.epoch, Metric.time_s, Metric.value,
-                      Metric.special).where(Metric.job_id == job.id)
+        where = [Metric.job_id == job.id]
         if metrics:
-            q = q.where(Metric.name.in_(list(metrics)))
-        rows = s.execute(q.order_by(Metric.name, Metric.step)).all()
+            where.append(Metric.name.in_(list(metrics)))
+        if after_step is not None:
+            where.append(Metric.step > after_step)
+        cols = (Metric.name, Metric.step, Metric.epoch, Metric.time_s, Metric.value,
+                Metric.special)
+        if max_points is None:
+            rows = s.execute(sa.select(*cols).where(*where)
+                             .order_by(Metric.name, Metric.step)).all()
+        else:
+            if max_points < 4:
+                raise ValueError(f"max_points: {max_points} is below the minimum 4")
+            rows = []
+            for name in _metric_names(s, job.id, metrics):
+                named = [*where, Metric.name == name]
+                capped = sa.select(sa.literal(1)).where(*named).limit(max_points + 1).subquery()
+                if s.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one() \
+                        <= max_points:
+                    rows += s.execute(sa.select(*cols).where(*named)
+                                      .order_by(Metric.step)).all()
+                    continue
+                first = s.execute(sa.select(sa.func.min(Metric.step)).where(*named)).scalar()
+                last = s.execute(sa.select(sa.func.max(Metric.step)).where(*named)).scalar()
+                if s.get_bind().dialect.name == "sqlite":
+                    rows += _downsample_sqlite(s, job.id, name, first, last, max_points // 4)
+                    continue
+                named.append(Metric.step.in_(
+                    _kept_steps(s, named, first, last, max_points // 4)))
+                rows += s.execute(sa.select(*cols).where(*named).order_by(Metric.step)).all()
         jid = job.id
     out: dict[str, dict[str, list]] = {}
     for r in rows:
@@ -183,6 +316,93 @@ def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | No
         m["time_s"].append(r.time_s)
         m["value"].append(_value(r.value, r.special))
     return {"id": jid, "metrics": out}
+
+
+def _metric_names(s: sa.orm.Session, job_id: str, only: list[str] | tuple[str, ...]
+                  ) -> list[str]:
+    """A job's metric names, one index seek each (a loose index scan, not a pass over its
+    points)."""
+    names: list[str] = []
+    while True:
+        q = sa.select(sa.func.min(Metric.name)).where(Metric.job_id == job_id)
+        if names:
+            q = q.where(Metric.name > names[-1])
+        name = s.execute(q).scalar()
+        if name is None:
+            return [n for n in names if not only or n in only]
+        names.append(name)
+
+
+class _Point(NamedTuple):
+    """A metric row as ``curves`` reads it."""
+
+    name: str
+    step: int
+    epoch: float
+    time_s: float
+    value: float | None
+    special: str | None
+
+
+def _downsample_sqlite(s: sa.orm.Session, job_id: str, name: str, first: int, last: int,
+                       buckets: int) -> list[_Point]:
+    """SQLite's fast path of :func:`curves`: per bucket of steps, its first and last row
+    (index seeks) and the rows of its lowest and highest value, read in the same pass that
+    finds them (SQLite returns the other columns of a lone min()/max() from the row that
+    holds it). No sort, two passes over the points. A non-finite value (stored as NULL)
+    counts as the bucket's lowest, so a divergence stays visible."""
+    width = (last - first) // buckets + 1
+    cur = s.connection().connection.driver_connection.cursor()
+    where = "FROM metrics WHERE job_id = ? AND name = ? AND step BETWEEN ? AND ?"
+    cols = "step, epoch, time_s, value, special"
+    queries = (f"SELECT {cols}, MIN(COALESCE(value, -1e308)) {where}",
+               f"SELECT {cols}, MAX(value) {where}",
+               f"SELECT {cols}, MIN(step) {where}",
+               f"SELECT {cols}, MAX(step) {where}")
+    kept: dict[int, _Point] = {}
+    try:
+        for lo in range(first, last + 1, width):
+            args = (job_id, name, lo, lo + width - 1)
+            for q in queries:
+                row = cur.execute(q, args).fetchone()
+                if row is not None and row[0] is not None:
+                    kept[row[0]] = _Point(name, *row[:5])
+    finally:
+        cur.close()
+    return [kept[k] for k in sorted(kept)]
+
+
+def _kept_steps(s: sa.orm.Session, where: list[Any], first: int, last: int,
+                buckets: int) -> list[int]:
+    """The steps a downsampled series keeps: per bucket of steps, its first and last step
+    and the first step of its lowest and highest value (two aggregate passes in SQL)."""
+    width = (last - first) // buckets + 1  # steps per bucket, so at most `buckets` of them
+    # integer division of integers on SQLite and PostgreSQL alike (steps >= first); the
+    # numbers are ours, inlined so the GROUP BY expression is the selected one
+    bucket = sa.literal_column(f"(metrics.step - {int(first)}) / {int(width)}",
+                               sa.Integer).label("b")
+    agg = s.execute(sa.select(bucket, sa.func.min(Metric.step), sa.func.max(Metric.step),
+                              sa.func.min(Metric.value), sa.func.max(Metric.value))
+                    .where(*where).group_by(bucket)).all()
+    keep: set[int] = set()
+    extremes: dict[int, tuple[float | None, float | None]] = {}
+    for b, lo, hi, vmin, vmax in agg:
+        keep.update((lo, hi))
+        extremes[b] = (vmin, vmax)
+    values = {v for pair in extremes.values() for v in pair if v is not None}
+    if values:
+        # the first step of each (bucket, value) among the extreme values: bounded by
+        # buckets × distinct extremes, however often a value repeats
+        for b, value, step in s.execute(
+                sa.select(bucket, Metric.value, sa.func.min(Metric.step))
+                .where(*where, Metric.value.in_(values)).group_by(bucket, Metric.value)):
+            if value in extremes.get(b, ()):
+                keep.add(step)
+    # nan and ±inf are stored as NULL with `special`: keep the first of each bucket too
+    for (step,) in s.execute(sa.select(sa.func.min(Metric.step))
+                             .where(*where, Metric.special.is_not(None)).group_by(bucket)):
+        keep.add(step)
+    return sorted(keep)
 
 
 def _value(value: float | None, special: str | None) -> float | None:
@@ -214,3 +434,42 @@ def children(job_id: str, url: str | None = None) -> list[dict[str, Any]]:
                          .where(Job.parent_id == job.id)
                          .order_by(Job.created_at, Job.id)).all()
         return [_document(kid, res) for kid, res in rows]
+
+
+def spec(job_id: str, url: str | None = None) -> dict[str, Any]:
+    """The normalised spec a job was stored with (labels such as ``_arm`` included)."""
+    with session_scope(url) as s:
+        return json.loads(resolve(s, job_id).spec)
+
+
+def artifact_names(job_id: str, url: str | None = None) -> list[str]:
+    """Names of a job's stored artifacts (``model``, ``initial``), without reading them."""
+    with session_scope(url) as s:
+        job = resolve(s, job_id)
+        return list(s.execute(sa.select(Artifact.name).where(Artifact.job_id == job.id)
+                              .order_by(Artifact.name)).scalars())
+
+
+def label(name: str | None, job_id: str, arm: str | None, seed: int | None) -> str:
+    """How a job is named in overlaid curves: ``name · arm · seed N`` (the id if unnamed)."""
+    parts = [name or job_id[:8]]
+    if arm:
+        parts.append(str(arm))
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return " · ".join(parts)
+
+
+def labels(job_ids: list[str] | tuple[str, ...], url: str | None = None) -> dict[str, str]:
+    """:func:`label` of each job (full ids or unique prefixes), keyed by full id; two jobs
+    that would read the same get their short ids appended."""
+    out: dict[str, str] = {}
+    with session_scope(url) as s:
+        for jid in job_ids:
+            job = resolve(s, jid)
+            arm = json.loads(job.spec).get("_arm")
+            out[job.id] = label(job.name, job.id, arm, job.seed)
+    seen: dict[str, int] = {}
+    for v in out.values():
+        seen[v] = seen.get(v, 0) + 1
+    return {k: (f"{v} ({k[:8]})" if seen[v] > 1 else v) for k, v in out.items()}

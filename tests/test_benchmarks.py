@@ -144,3 +144,11 @@ def test_footprint_reports_bytes_per_job_against_params_and_curves(tmp_path: Pat
     assert set(default["artifact_bytes_per_run"]) == {"model"}  # no "initial" for a train job
     assert default["params_bytes"] == 4 * default["params"] > 0
     assert doc["verdict"]["sqlite/digits/default"] in ("met", "not met")
+
+
+def test_ui_reports_the_curve_and_paging_figures(tmp_path: Path) -> None:
+    doc = run_script("ui", tmp_path)
+    assert doc["curve"]["all_points_read"] == doc["curve"]["points"]
+    assert 0 < doc["curve"]["returned"] <= 2000 + 500  # + a nan point per bucket at most
+    assert doc["paging"]["listed"] == 50
+    assert set(doc["paging"]["timing"]) == {"jobs_page", "api_jobs", "bare_select"}

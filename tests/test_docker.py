@@ -31,7 +31,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"redis", "postgres", "migrate", "worker-gpu", "worker-cpu", "flower"}
+SERVICES = {"redis", "postgres", "migrate", "worker-gpu", "worker-cpu", "flower", "ui"}
 GRADQ_SERVICES = SERVICES - {"redis", "postgres"}
 
 
@@ -176,13 +176,24 @@ def gradq_command_lines(compose: dict[str, Any]) -> dict[str, list[str]]:
 
 def test_every_gradq_command_in_compose_is_a_real_command(compose: dict[str, Any]) -> None:
     lines = gradq_command_lines(compose)
-    assert set(lines) == {"migrate", "worker-gpu", "worker-cpu"}
+    assert set(lines) == {"migrate", "worker-gpu", "worker-cpu", "ui"}
     assert resolve(lines["migrate"]).name == "upgrade"
     assert lines["migrate"][:2] == ["db", "upgrade"]
     assert resolve(lines["worker-gpu"]).name == "worker"
     assert lines["worker-gpu"][1:] == ["--gpus", "all"]
     assert resolve(lines["worker-cpu"]).name == "worker"
     assert "--cpu" in lines["worker-cpu"]
+    assert resolve(lines["ui"]).name == "ui"
+
+
+def test_the_dashboard_is_published_to_the_host_only(compose: dict[str, Any]) -> None:
+    ui = compose["services"]["ui"]
+    line = argv(ui["command"])
+    port = line[line.index("--port") + 1]
+    # inside its container it must listen beyond loopback, or the published port is dead
+    assert line[line.index("--host") + 1] == "0.0.0.0"
+    assert ui["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert ui["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_the_resolver_refuses_what_gradq_would_refuse() -> None:
@@ -286,7 +297,8 @@ def test_the_copied_files_build_the_package(tmp_path: Path) -> None:
                    "gradq/workers/tasks.py", "gradq/nn/backend.py",
                    "gradq/migrations/env.py", "gradq/migrations/alembic.ini",
                    "gradq/migrations/script.py.mako",
-                   "gradq/migrations/versions/0001_initial.py"):
+                   "gradq/migrations/versions/0001_initial.py", "gradq/ui/app.py",
+                   "gradq/ui/templates/job.html", "gradq/ui/static/app.js"):
         assert module in names, module
     assert re.search(r"^gradq\s*=\s*gradq\.cli\.main:main$", entry_points, re.MULTILINE)
 
