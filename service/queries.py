@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import json
-import math
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
