@@ -758,6 +758,20 @@ def arm_spec(base: Mapping[str, Any], overrides: Mapping[str, Any], user_batch: 
     return spec
 
 
+def arm_path(i: int, arm: Mapping[str, Any]) -> str:
+    """How a message names arm ``i`` of ``compare.arms``."""
+    return f"compare.arms[{i}] (label {arm['label']})"
+
+
+def arm_points(arm: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The overrides of an arm that validation tries: its first candidate of every key,
+    then each other candidate (a grid's points, a space's endpoints or options) in turn."""
+    over = {k: v for k, v in arm.items() if k != "label"}
+    options = {k: candidates(v, is_grid(k, v)) for k, v in over.items()}
+    first = {k: v[0] for k, v in options.items()}
+    return [first] + [{**first, k: x} for k, v in options.items() for x in v[1:]]
+
+
 def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
     """A comparison's arms and searches, each arm validated as a whole spec at every value
     its grid or space may take (endpoints, options); one line names the arm and the key."""
@@ -774,12 +788,9 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
         cmp["optimizers"] = None
         tuned = []
         for i, arm in enumerate(cmp["arms"]):
-            where = f"compare.arms[{i}] (label {arm['label']})"
+            where = arm_path(i, arm)
             over = {k: v for k, v in arm.items() if k != "label"}
-            options = {k: candidates(v, is_grid(k, v)) for k, v in over.items()}
-            first = {k: v[0] for k, v in options.items()}
-            points = [first] + [{**first, k: x} for k, v in options.items() for x in v[1:]]
-            for point in points:
+            for point in arm_points(arm):
                 try:
                     arm_spec(spec, point, user_batch)
                 except SpecError as e:
@@ -1170,6 +1181,8 @@ def _max_params(spec: dict, k: int) -> None:
     arms: list[tuple[str, Mapping[str, Any]]] = [("optimizer", spec["optimizer"])]
     cmp = spec.get("compare")
     if spec["kind"] == "compare" and cmp:
+        if cmp["optimizers"] is None:  # compare.arms: check_data ran on each arm's spec
+            return
         arms = [(f"compare.optimizers[{i}]", a) for i, a in enumerate(cmp["optimizers"])]
     for path, arm in arms:
         defaults = OPTIMIZERS.get(arm.get("name"), {})

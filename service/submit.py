@@ -24,6 +24,9 @@ from .spec import (
     FULL_BATCH_OPTIMIZERS,
     SpecError,
     apply_overrides,
+    arm_path,
+    arm_points,
+    arm_spec,
     check_data,
     load_spec_file,
     validate,
@@ -173,6 +176,15 @@ def check_fit(spec: dict[str, Any], ds: Dataset) -> None:
     n_out = (int(ds.y.max()) + 1 if output == "softmax" else
              1 if output == "sigmoid" or ds.y.ndim == 1 else int(ds.y.shape[1]))
     check_data(spec, n_features=d, task=task, n_out=n_out, split=split_sizes(spec, ds, task))
+    cmp = spec.get("compare") or {}
+    for i, arm in enumerate(cmp.get("arms") or ()):  # each arm as the whole spec it runs
+        for point in arm_points(arm):
+            one = arm_spec(spec, point)
+            try:
+                check_data(one, n_features=d, task=task, n_out=n_out,
+                           split=split_sizes(one, ds, task))
+            except SpecError as e:
+                raise SpecError(arm_path(i, arm), str(e)) from None
 
 
 def split_sizes(spec: dict[str, Any], ds: Dataset, task: str) -> tuple[int, int, int]:
