@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from .db import session_scope
 from .jobs import JobNotFound, to_utc
 from .models import FINISHED, Artifact, Job, JobStatus, Metric, Result
+from .settings import redact
 
 
 class AmbiguousJob(LookupError):
@@ -170,7 +171,7 @@ def _document(job: Job, res: Result | None) -> dict[str, Any]:
         "final": json.loads(res.final) if res else None,
         "timing": json.loads(res.timing) if res else _timing_so_far(job),
         "extra": json.loads(res.extra) if res and res.extra not in (None, "{}") else None,
-        "error": job.error,
+        "error": redact(job.error) if job.error else job.error,  # a URL's password never shows
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
     }
@@ -217,7 +218,7 @@ def status(job_id: str, url: str | None = None) -> dict[str, Any]:
             children.update({JobStatus(k).value: v for k, v in counts.items()})
             progress = {"children": children, "total": sum(children.values())}
         doc["progress"] = progress
-        doc["traceback"] = job.traceback
+        doc["traceback"] = redact(job.traceback) if job.traceback else job.traceback
         doc["heartbeat_at"] = _iso(job.heartbeat_at)
     return doc
 
