@@ -172,6 +172,7 @@ def test_error_text_is_escaped_and_its_passwords_hidden(client) -> None:
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "hunter2" not in html and "u:***@db" in html
     doc = client.get(f"/api/jobs/{job}").json()  # the CLI's document, read the same way
     assert "hunter2" not in doc["error"] + doc["traceback"] and doc == cli_json("status", job)
+    jobs.delete_jobs([job])  # the module's database as the other tests expect it
 
 
 def test_a_password_in_the_database_url_is_never_shown(pg_url: str,
