@@ -15,6 +15,7 @@ from .db import session_scope
 from .errors import AmbiguousJob, JobNotFound, NotFound
 from .jobs import to_utc
 from .models import FINISHED, Artifact, Job, JobStatus, Metric, Result
+from .settings import redact
 
 
 def resolve(s: sa.orm.Session, job_id: str) -> Job:
@@ -168,7 +169,7 @@ def _document(job: Job, res: Result | None) -> dict[str, Any]:
         "final": json.loads(res.final) if res else None,
         "timing": json.loads(res.timing) if res else _timing_so_far(job),
         "extra": json.loads(res.extra) if res and res.extra not in (None, "{}") else None,
-        "error": job.error,
+        "error": redact(job.error) if job.error else job.error,  # a URL's password never shows
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
     }
@@ -230,7 +231,7 @@ def _status(s: sa.orm.Session, job: Job) -> dict[str, Any]:
         if searches:
             progress["search"] = searches
     doc["progress"] = progress
-    doc["traceback"] = job.traceback
+    doc["traceback"] = redact(job.traceback) if job.traceback else job.traceback
     doc["heartbeat_at"] = _iso(job.heartbeat_at)
     return doc
 

@@ -240,6 +240,18 @@ def test_the_live_job_grows_without_a_reload_and_keeps_its_zoom(page: Any,
                      "r.dispatchEvent(new Event('input'))")
     smooth = b.execute_script("return document.getElementById('chart-loss').data[0].y")
     assert len(smooth) == len(raw) and smooth[-1] > raw[-1]
+    # epoch on the x axis
+    b.execute_script("const x = document.querySelector('.ctl-x'); x.value = 'epoch';"
+                     "x.dispatchEvent(new Event('change'))")
+    chart = "document.getElementById('chart-loss')"
+    assert b.execute_script(f"return {chart}.layout.xaxis.title.text") == "epoch"
+    assert b.execute_script(f"return {chart}.data[0].x[12]") == 1.2  # step 12, at 10 steps an epoch
+    # a PNG of the chart, made in the page (plotly's toImage) under the CSP
+    png = b.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"Plotly.toImage({chart}, {{format: 'png', width: 600, height: 300}})"
+        ".then(done, e => done('error: ' + e))")
+    assert png.startswith("data:image/png;base64,"), png[:80]
 
 
 def test_a_hostile_name_is_shown_as_text_and_runs_nothing(page: Any, world: World) -> None:

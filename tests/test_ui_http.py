@@ -156,6 +156,25 @@ def test_what_users_wrote_is_escaped(client) -> None:
     assert HOSTILE not in overlay and "&lt;img" in overlay
 
 
+def test_error_text_is_escaped_and_its_passwords_hidden(client) -> None:
+    from gradq.service import jobs
+    from gradq.service.compare import expand
+    from gradq.service.models import JobStatus
+    from gradq.service.spec import validate
+
+    [job] = jobs.create_jobs(expand(validate({**TRAIN, "name": "broken"})), dataset=None,
+                             priority=0, max_attempts=3)
+    lease = jobs.claim(job, "test")
+    jobs.finish(lease, JobStatus.FAILED, error="<script>alert(2)</script> at "
+                "postgresql://u:hunter2@db/x", traceback="Traceback\n  <b>bold</b>")
+    html = client.get(f"/jobs/{job}").text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html and "<script>alert" not in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "hunter2" not in html and "u:***@db" in html
+    doc = client.get(f"/api/jobs/{job}").json()  # the CLI's document, read the same way
+    assert "hunter2" not in doc["error"] + doc["traceback"] and doc == cli_json("status", job)
+    jobs.delete_jobs([job])  # the module's database as the other tests expect it
+
+
 def test_a_password_in_the_database_url_is_never_shown(pg_url: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from gradq.service.db import upgrade
