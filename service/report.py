@@ -345,8 +345,9 @@ def build_report(parent_id: str) -> dict[str, Any]:
                         "eval": progress["seeds"].get("eval", [])}
     if progress.get("shapes") and len(set(progress["shapes"].values())) > 1:
         rep["shapes"] = progress["shapes"]
+        shapes = progress["shapes"]
         notes.append("arms differ in shape (" + ", ".join(
-            f"{k}: {v}" for k, v in progress["shapes"].items())
+            f"{k}: {shapes[k]}" for k in order if k in shapes)
             + "), so not all of them share initial parameters")
     capacity = _capacity(order, overrides)
     if capacity is not None:
