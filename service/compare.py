@@ -115,6 +115,12 @@ def plan_arms(spec: dict[str, Any]) -> list[ArmPlan]:
     return out
 
 
+def tunes(spec: dict[str, Any]) -> bool:
+    """Whether a comparison has a grid or a search to decide (else nothing to advance)."""
+    return (spec.get("kind") == "compare" and bool(spec.get("compare"))
+            and any(arm.grid or arm.space for arm in plan_arms(spec)))
+
+
 def grid_points(arm: ArmPlan) -> list[dict[str, Any]]:
     """Every setting of an arm's grid, as {key: value} ([{}] without a grid)."""
     keys = list(arm.grid)
@@ -188,7 +194,7 @@ def expand(spec: dict[str, Any], user_batch: bool = True,
             children.append(NewJob(c, "train", spec["name"], spec["seed"], spec["optimizer"],
                                    queue))
         return NewJob(spec, "compare", spec["name"], spec["seed"], {}, queue, children)
-    spec.setdefault("_user_batch", user_batch)
+    spec = {**spec, "_user_batch": spec.get("_user_batch", user_batch)}
     tune = tune_seeds(spec)
     progress: dict[str, Any] = {}
     searches: dict[str, Any] = {}
@@ -252,7 +258,8 @@ def _search_children(spec: dict[str, Any], arm: ArmPlan, tune: list[int]
              "values": [None] * n, "epochs": [0] * n,
              "metric": tuning_metric(spec["compare"]["metric"]),
              "eta": sh["eta"] if sh else None, "rungs": rungs, "rung": 0,
-             "alive": list(range(n)), "done": False, "samples": [0] * n, "run_s": [0.0] * n}
+             "alive": list(range(n)), "done": False, "samples": [0] * n, "run_s": [0.0] * n,
+             "cum_s": [0.0] * n}
     return out, state
 
 
@@ -323,8 +330,12 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
         st["values"][t] = values[t]
         st["epochs"][t] = int((k.final or {}).get("epochs", st["epochs"][t]))
         timing = k.timing or {}
-        run_s = float(timing.get("run_s") or 0.0)
-        st["run_s"][t] = run_s  # cumulative over the trial's sessions
+        run_s = float(timing.get("run_s") or 0.0)  # cumulative over the trial's sessions
+        session = max(0.0, run_s - st["cum_s"][t])
+        # a stack's time is shared by its replicas (timing.stacked, where it is recorded)
+        st["run_s"][t] += session / max(1, int(timing.get("stacked") or 1))
+        st["cum_s"][t] = run_s
+        # samples_per_s is this session's samples over the cumulative run_s
         st["samples"][t] += round(float(timing.get("samples_per_s") or 0.0) * run_s)
     st["budget"] = {"epochs": sum(st["epochs"]), "samples": sum(st["samples"]),
                     "run_s": round(sum(st["run_s"]), 6)}

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .compare import Kid, NewJob, advance, settled_trial
+from .compare import Kid, NewJob, advance, settled_trial, tunes
 from .db import session_scope
 from .models import (
     FINISHED,
@@ -532,7 +532,7 @@ def _advance(s: Session, parent: Job) -> list[str]:
     checkpoint), drop pruned trials' checkpoints, and record it all in the parent's
     progress. Returns the ids to publish (new and promoted jobs)."""
     spec = json.loads(parent.spec)
-    if spec.get("kind") != "compare":
+    if not tunes(spec):
         return []
     rows = s.execute(sa.select(Job.id, Job.spec, Job.status, Result.final, Result.timing)
                      .outerjoin(Result, Result.job_id == Job.id)
