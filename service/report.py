@@ -197,7 +197,9 @@ def _new_arm() -> dict[str, Any]:
 
 
 def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
-    """An arm's search as the report shows it (SPEC §6), from the parent's progress."""
+    """An arm's search as the report shows it (SPEC §6), from the parent's progress. With a
+    pruner, a trial's value is its validation metric at the last rung it reached (the
+    value the search decided on), so expected_best describes the search as it ran."""
     values = entry.get("values") or []
     doc = {k: entry.get(k) for k in ("space", "method", "trials", "pruned", "chosen",
                                      "budget")}
