@@ -701,7 +701,11 @@ def _print_pairs(rep: dict[str, Any]) -> None:
         return
     tested = sum(1 for p in rows if p["p"] is not None)
     click.echo(f"pairs: a − b over the seeds both ran; paired t-test, Holm-adjusted over "
-               f"{tested} pairs; * = survives Holm (p_holm < 0.05)")
+               f"{tested} pair{'' if tested == 1 else 's'}; * = survives Holm (p_holm < 0.05)")
+    if len(rows) > 15:  # a long table: the pairs with p < 0.05 before or after Holm
+        hidden = [p for p in rows if p["p"] is None or p["p"] >= 0.05]
+        rows = [p for p in rows if p not in hidden]
+        click.echo(f"({len(hidden)} pairs with p ≥ 0.05 not shown; --json lists every pair)")
     table([(p["a"], p["b"], p["n"], p["diff"],
             f"[{fmt(p['ci95'][0])}, {fmt(p['ci95'][1])}]" if p["ci95"] else "-",
             p["p"], p["p_holm"], "*" if p["significant"] else "") for p in rows],

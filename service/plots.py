@@ -51,14 +51,20 @@ def plot_report(rep: dict[str, Any], path: Path) -> list[Path]:
     written = []
     curves = mean_curves(rep["id"], rep["metric"])
     fig, ax = plt.subplots(figsize=(7, 4))
+    single = []  # a bagging arm logs its ensemble once, at the end: a point, not a curve
     for label, (steps, mean, half) in curves.items():
+        if len(steps) < 2:
+            single.append(label)
+            continue
         ax.plot(steps, mean, label=label)
         ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
     ax.set_xlabel("step")
     ax.set_ylabel(rep["metric"])
-    ax.set_title("mean over seeds, 95% band")
+    ax.set_title("mean over seeds, 95% band"
+                 + (f" (one final point, no curve: {', '.join(single)})" if single else ""),
+                 fontsize=10)
     ax.grid(alpha=0.3)
-    if curves:
+    if len(curves) > len(single):
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

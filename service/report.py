@@ -198,7 +198,9 @@ def _new_arm() -> dict[str, Any]:
 
 
 def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
-    """An arm's search as the report shows it (SPEC §6), from the parent's progress."""
+    """An arm's search as the report shows it (SPEC §6), from the parent's progress. With a
+    pruner, a trial's value is its validation metric at the last rung it reached (the
+    value the search decided on), so expected_best describes the search as it ran."""
     values = entry.get("values") or []
     doc = {k: entry.get(k) for k in ("space", "method", "trials", "pruned", "chosen",
                                      "budget")}
@@ -346,8 +348,9 @@ def build_report(parent_id: str) -> dict[str, Any]:
                         "eval": progress["seeds"].get("eval", [])}
     if progress.get("shapes") and len(set(progress["shapes"].values())) > 1:
         rep["shapes"] = progress["shapes"]
+        shapes = progress["shapes"]
         notes.append("arms differ in shape (" + ", ".join(
-            f"{k}: {v}" for k, v in progress["shapes"].items())
+            f"{k}: {shapes[k]}" for k in order if k in shapes)
             + "), so not all of them share initial parameters")
     capacity = _capacity(order, overrides)
     if capacity is not None:

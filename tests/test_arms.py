@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,27 @@ def test_a_list_of_widths_is_a_value_and_a_choice_of_widths_is_searched(tmp_path
     trials = [c.spec for c in prepared.job.children]
     assert {json.dumps(c["model"]["hidden"]) for c in trials} <= {"[4]", "[16]"}
     assert all(c["_phase"] == "search" for c in trials)
+
+
+def test_stacked_arms_give_the_results_of_the_same_arms_run_one_by_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    """Arms that share an architecture (here: optimizers and their rates) train as stacked
+    replicas; in float64 each run is the run alone."""
+    arms = [{"label": "sgd", "optimizer.name": "sgd", "optimizer.lr": 0.1},
+            {"label": "momentum", "optimizer.name": "momentum", "optimizer.lr": 0.05},
+            {"label": "adam", "optimizer.name": "adam", "optimizer.lr": 0.01}]
+    finals = {}
+    for mode, cap in (("stacked", "64"), ("alone", "1")):
+        monkeypatch.setenv("GRADQ_MAX_REPLICAS", cap)  # read afresh by every run
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="gradq.worker")
+        parent = submit.create(submit.prepare(write_spec(tmp_path, arms_spec(arms),
+                                                         f"{mode}.json")))[0]
+        run_all(parent)
+        finals[mode] = {(d["arm"], d["seed"]): d["final"] for d in queries.children(parent)}
+        stacked = [r.getMessage() for r in caplog.records if "together" in r.getMessage()]
+        assert bool(stacked) == (mode == "stacked"), stacked
+    assert finals["stacked"].keys() == finals["alone"].keys() and len(finals["alone"]) == 6
+    for key, final in finals["alone"].items():
+        assert finals["stacked"][key] == pytest.approx(final, rel=1e-12), key

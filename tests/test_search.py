@@ -346,3 +346,41 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
         finals = [k for k in kids if k["spec"]["_arm"] == label
                   and k["spec"].get("_phase") == "final"]
         assert sorted(k["spec"]["seed"] for k in finals) == [0, 1]
+
+
+# -------------------------------------------------------------- bad spaces
+@pytest.mark.parametrize(("arm", "search_cfg", "line"), [
+    ({"name": "sgd", "lr": {"loguniform": [0.1, 0.01]}}, {"trials": 4},
+     "compare.optimizers[0].lr.loguniform: needs a < b, got [0.1, 0.01]"),
+    ({"name": "sgd", "lr": {"loguniform": [0.0, 0.1]}}, {"trials": 4},
+     "compare.optimizers[0].lr.loguniform: needs 0 < a (a log scale), got a = 0.0"),
+    ({"name": "momentum", "momentum": {"uniform": [0.5, 0.5]}}, {"trials": 4},
+     "compare.optimizers[0].momentum.uniform: needs a < b, got [0.5, 0.5]"),
+    ({"name": "sgd", "lr": {"normal": [0.0, 1.0]}}, {"trials": 4},
+     "compare.optimizers[0].lr.normal: unknown distribution"),
+    ({"name": "adam", "momentum": {"uniform": [0.1, 0.9]}}, {"trials": 4},
+     "compare.optimizers[0].momentum: unknown hyperparameter for adam"),
+    ({"name": "lbfgs", "history": {"uniform": [2, 20]}}, {"trials": 4},
+     "compare.optimizers[0].history.uniform[0]: must be an integer"),
+    ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, None,
+     "compare.optimizers[0]: lr: a search space needs compare.search"),
+    ({"name": "sgd", "lr": 0.1}, {"trials": 4},
+     "compare.search: no arm has a search space"),
+    ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, {"trials": 0},
+     "compare.search.trials: must be an integer in [1, 10000], got 0"),
+    ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, {"method": "grid"},
+     "compare.search.method: must be one of random, qmc"),
+])
+def test_a_bad_space_exits_2_naming_its_key(tmp_path: Path, arm: dict[str, Any],
+                                            search_cfg: dict[str, Any] | None,
+                                            line: str) -> None:
+    from _cli import invoke
+
+    spec = search_spec()
+    spec["compare"]["optimizers"] = [arm]
+    spec["compare"]["search"] = search_cfg
+    code, out, err = invoke("run", write_spec(tmp_path, spec))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and line in err, err
+    with session_scope() as s:
+        assert s.execute(sa.select(sa.func.count()).select_from(Job)).scalar() == 0

@@ -429,3 +429,36 @@ def test_no_capacity_figure_when_the_arms_vary_no_numeric_key(tmp_path: Path) ->
     gaps = [d["final"]["test_loss"] - d["final"]["train_loss"] for d in docs]
     assert rep["arms"][0]["gap"]["mean"] == pytest.approx(statistics.fmean(gaps), rel=1e-12)
     assert math.isfinite(rep["pairs"][0]["p"])
+
+
+def test_a_long_pairs_table_shows_the_pairs_below_005_and_says_how_many_it_hides(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gradq.cli.main import _print_pairs
+
+    # Given 7 arms: 21 pairs, of which every third has p < 0.05
+    labels = [f"arm{i}" for i in range(7)]
+    pairs = [{"a": a, "b": b, "n": 5, "diff": 0.1, "ci95": [0.0, 0.2],
+              "p": 0.01 if k % 3 == 0 else 0.5, "p_holm": None, "significant": False}
+             for k, (a, b) in enumerate(itertools.combinations(labels, 2))]
+    for p, q in zip(pairs, report.holm([p["p"] for p in pairs]), strict=True):
+        p["p_holm"], p["significant"] = q, q < 0.05
+    _print_pairs({"pairs": pairs})
+    out = capsys.readouterr().out
+    shown = [p for p in pairs if p["p"] < 0.05]
+    assert "Holm-adjusted over 21 pairs" in out
+    assert f"({len(pairs) - len(shown)} pairs with p ≥ 0.05 not shown" in out
+    rows = [line for line in out.splitlines() if line.startswith("arm")]
+    assert [tuple(r.split()[:2]) for r in rows] == [(p["a"], p["b"]) for p in shown]
+
+
+def test_the_example_specs_validate_and_the_capacity_one_varies_one_numeric_key() -> None:
+    root = Path(__file__).resolve().parent.parent / "examples"
+    reg = submit.prepare(root / "regularizers.yaml").job.children
+    assert {c.spec["_arm"] for c in reg} == {"none", "l2", "l1", "dropout", "early stopping",
+                                            "bagging"}
+    cap = submit.prepare(root / "capacity.yaml").job.children
+    order = list(dict.fromkeys(c.spec["_arm"] for c in cap))
+    overrides = {c.spec["_arm"]: c.spec["_arm_overrides"] for c in cap}
+    axis = report._capacity(order, overrides)
+    assert axis is not None and axis["key"] == "model.hidden"
+    assert axis["x"] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
