@@ -94,6 +94,9 @@ def measure(jobs: int = 1000, repeats: int = 7, many: int = 300) -> dict[str, An
         t = time.perf_counter()
         ids = make_jobs(jobs)
         made_s = time.perf_counter() - t
+        from gradq.service.db import get_engine
+
+        get_engine().dispose()  # this process holds no connection to the temporary file
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         gradq = _gradq_command()
         job = ids[-1]  # a train job

@@ -106,6 +106,15 @@ def test_cli_latency_reports_each_command_against_its_target(tmp_path: Path) -> 
     assert many["one_call_per_id_s"] == pytest.approx(doc["median_s"]["status"] * 50, abs=0.01)
 
 
+def test_dataset_load_reports_source_against_cache(tmp_path: Path) -> None:
+    doc = run_script("dataset_load", tmp_path)
+    assert doc["dataset"] == "iris" and doc["shape"] == [150, 4]
+    assert set(doc["median_s"]) == {"source", "cache"}
+    assert all(v > 0 for v in doc["median_s"].values())
+    assert len(doc["cache_entry"]) == 2  # builtin-iris.json and <hash>.npz
+    assert doc["verdict"] in ("met", "not met")
+
+
 @pytest.mark.services
 def test_queue_reports_overhead_per_job(tmp_path: Path) -> None:
     need_service("PostgreSQL", "127.0.0.1", 5432)
