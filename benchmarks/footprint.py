@@ -4,9 +4,8 @@ Each case runs what ``gradq run`` runs, in this process, ``K`` times into a fres
 database (after one warm-up run, so that every table and index has its first pages) and
 measures what gradq's tables (with their indexes, and PostgreSQL's TOAST) grew by, after
 compacting the database (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``) so that what
-is measured is what the rows take, not free space (on SQLite: the bytes in use of each
-page; on PostgreSQL whole 8 KiB pages, so a small job's figure carries up to a page per
-table and index of rounding). Cases:
+is measured is what the rows take, not free space (the bytes in use of each page: SQLite's
+``dbstat``, PostgreSQL's ``pgstattuple``, over tables, indexes and TOAST). Cases:
 
 - ``digits``: the README's quickstart (MLP 64-64-64-10 on digits, 30 epochs);
 - ``mnist``: an MLP 784-512-512-10 on the bundled 5,000 mnist images;
@@ -44,6 +43,18 @@ QUICK_SETS = {"digits": ["training.epochs=2"], "mnist": ["training.epochs=1",
               "child": ["training.epochs=2", "compare.seeds=2"]}
 
 
+# bytes in use (pages less their free space) of a table, its indexes, its TOAST table and
+# that one's index, by pgstattuple (a contrib extension that ships with PostgreSQL)
+_PG_IN_USE = """
+WITH t AS (SELECT oid, reltoastrelid FROM pg_class WHERE oid = CAST(:t AS regclass)),
+rels AS (SELECT oid FROM t UNION ALL SELECT reltoastrelid FROM t WHERE reltoastrelid <> 0
+         UNION ALL SELECT indexrelid FROM pg_index
+         WHERE indrelid IN (SELECT oid FROM t UNION ALL SELECT reltoastrelid FROM t))
+SELECT coalesce(sum(s.table_len - s.free_space), 0) FROM rels,
+       LATERAL pgstattuple(rels.oid::regclass) s
+"""
+
+
 def table_bytes(url: str) -> dict[str, int]:
     """Bytes per gradq table (its indexes and TOAST included), after compacting."""
     import sqlalchemy as sa
@@ -61,8 +72,9 @@ def table_bytes(url: str) -> dict[str, int]:
             sizes = {t: int(n) for t, n in rows}
         else:
             conn.exec_driver_sql(f"VACUUM FULL {', '.join(tables)}")
-            sizes = {t: int(conn.execute(sa.text("SELECT pg_total_relation_size(:t)"),
-                                         {"t": t}).scalar()) for t in tables}
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            sizes = {t: int(conn.execute(sa.text(_PG_IN_USE), {"t": t}).scalar())
+                     for t in tables}
     dispose_engines()
     return {t: sizes.get(t, 0) for t in tables}
 
