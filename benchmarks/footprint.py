@@ -4,7 +4,8 @@ Each case runs what ``gradq run`` runs, in this process, ``K`` times into a fres
 database (after one warm-up run, so that every table and index has its first pages) and
 measures what gradq's tables (with their indexes, and PostgreSQL's TOAST) grew by, after
 compacting the database (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``) so that what
-is measured is what the rows take, not free space. Cases:
+is measured is what the rows take, not free space (the bytes in use of each page: SQLite's
+``dbstat``, PostgreSQL's ``pgstattuple``, over tables, indexes and TOAST). Cases:
 
 - ``digits``: the README's quickstart (MLP 64-64-64-10 on digits, 30 epochs);
 - ``mnist``: an MLP 784-512-512-10 on the bundled 5,000 mnist images;
@@ -31,15 +32,27 @@ from _common import machine, parser, report, verdict
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.10
 CASES: dict[str, dict[str, Any]] = {
-    "digits": {"spec": "examples/quickstart.yaml", "sets": [], "repeats": 12},
+    "digits": {"spec": "examples/quickstart.yaml", "sets": [], "repeats": 6},
     "mnist": {"spec": "examples/quickstart.yaml",
               "sets": ["name=mnist-784-512-512-10", "data.dataset=mnist",
-                       "model.hidden=[512, 512]", "training.epochs=10"], "repeats": 2},
+                       "model.hidden=[512, 512]", "training.epochs=5"], "repeats": 1},
     "child": {"spec": "examples/compare-optimizers.yaml", "sets": [], "repeats": 1},
 }
 QUICK_SETS = {"digits": ["training.epochs=2"], "mnist": ["training.epochs=1",
                                                           "model.hidden=[32, 32]"],
               "child": ["training.epochs=2", "compare.seeds=2"]}
+
+
+# bytes in use (pages less their free space) of a table, its indexes, its TOAST table and
+# that one's index, by pgstattuple (a contrib extension that ships with PostgreSQL)
+_PG_IN_USE = """
+WITH t AS (SELECT oid, reltoastrelid FROM pg_class WHERE oid = CAST(:t AS regclass)),
+rels AS (SELECT oid FROM t UNION ALL SELECT reltoastrelid FROM t WHERE reltoastrelid <> 0
+         UNION ALL SELECT indexrelid FROM pg_index
+         WHERE indrelid IN (SELECT oid FROM t UNION ALL SELECT reltoastrelid FROM t))
+SELECT coalesce(sum(s.table_len - s.free_space), 0) FROM rels,
+       LATERAL pgstattuple(rels.oid::regclass) s
+"""
 
 
 def table_bytes(url: str) -> dict[str, int]:
@@ -53,14 +66,15 @@ def table_bytes(url: str) -> dict[str, int]:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("VACUUM")
-            rows = conn.exec_driver_sql(
-                "SELECT m.tbl_name, SUM(s.pgsize) FROM dbstat s "
+            rows = conn.exec_driver_sql(  # bytes in use: pages less their unused space
+                "SELECT m.tbl_name, SUM(s.pgsize - s.unused) FROM dbstat s "
                 "JOIN sqlite_master m ON m.name = s.name GROUP BY m.tbl_name").all()
             sizes = {t: int(n) for t, n in rows}
         else:
             conn.exec_driver_sql(f"VACUUM FULL {', '.join(tables)}")
-            sizes = {t: int(conn.execute(sa.text("SELECT pg_total_relation_size(:t)"),
-                                         {"t": t}).scalar()) for t in tables}
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            sizes = {t: int(conn.execute(sa.text(_PG_IN_USE), {"t": t}).scalar())
+                     for t in tables}
     dispose_engines()
     return {t: sizes.get(t, 0) for t in tables}
 

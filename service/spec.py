@@ -462,6 +462,9 @@ def _check_hyper(name: str, key: Any, value: Any, path: str) -> Any:
         if value is not None and "lr" not in table:
             raise SpecError(path, f"{name} has no learning rate to schedule; schedules apply "
                                   "to first-order optimizers only")
+        if value is not None and name == "delta_bar_delta":
+            raise SpecError(path, "delta_bar_delta adapts its own rates: it takes no "
+                                  "schedule")
         return _SCHEDULE.check(value, path)
     if key not in table:
         known = ", ".join(table) or "none"
@@ -1121,6 +1124,13 @@ def _target(spec: dict) -> None:
         raise SpecError("compare.target", f"{target} is below 0, which {metric} never is")
 
 
+def _bagging(spec: dict) -> None:
+    """Bagging trains an ensemble of networks; a kernel SVM is fitted once."""
+    if spec["regularization"]["bagging"] and spec["model"]["kind"] != "mlp":
+        raise SpecError("regularization.bagging", "bags networks only, not model.kind: "
+                                                  f"{spec['model']['kind']}")
+
+
 def _batch_norm_batch(spec: dict) -> None:
     """Batch norm on minibatches of one sample normalises every unit to 0 (torch refuses
     it too: "expected more than 1 value per channel")."""
@@ -1232,6 +1242,7 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     _parts_exist(spec)
     _target(spec)
     _batch_norm_batch(spec)
+    _bagging(spec)
     return spec
 
 

@@ -202,6 +202,13 @@ CASES: dict[str, Bad] = {
     "batch-norm-on-one-sample-batches": submit(
         spec(model={"hidden": [4], "batch_norm": True}, training={"batch_size": 1}),
         "training.batch_size", "batch_norm"),
+    "schedule-on-delta-bar-delta": submit(
+        spec(optimizer={"name": "delta_bar_delta",
+                        "schedule": {"final_lr": 0.001, "steps": 10}}),
+        "optimizer.schedule", "delta_bar_delta"),
+    "bagging-a-kernel-svm": submit(spec(model={"kind": "kernel_svm"},
+                                        regularization={"bagging": {"models": 3}}),
+                                   "regularization.bagging", "kernel_svm"),
     "folds-above-samples": submit(spec(data={"folds": 151}), "data.folds", "151", "150"),
     "no-training-sample-after-rounding": submit(spec(data={"validation": 0.5, "test": 0.495}),
                                                 "data.validation", "training"),
