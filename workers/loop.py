@@ -40,15 +40,17 @@ class Plan:
     total_steps: int
     log_every: int | str  # a number of steps, or "epoch"
     checkpoint_every: int  # epochs
+    checkpoint_end: bool = False  # also after the last epoch (a search trial at its rung)
 
     @classmethod
-    def of(cls, training: dict[str, Any], steps_per_epoch: int) -> Plan:
+    def of(cls, spec: dict[str, Any], steps_per_epoch: int) -> Plan:
+        training = spec["training"]
         epochs = int(training["epochs"])
         total = epochs * steps_per_epoch
         if training["max_steps"] is not None:
             total = min(total, int(training["max_steps"]))
         return cls(epochs, steps_per_epoch, total, training["log_every"],
-                   int(training["checkpoint_every"]))
+                   int(training["checkpoint_every"]), bool(spec.get("_checkpoint_end")))
 
 
 class Body(Protocol):
@@ -81,7 +83,8 @@ def run_loop(plan: Plan, body: Body, epoch: int = 0, step: int = 0) -> tuple[int
     """Train from (epoch, step) until the plan ends or the body stops it; the end's
     (epoch, step). Step 0 is logged (the loss before the first update), then every
     ``log_every`` steps or at each epoch's end, and the last step; a checkpoint follows
-    every ``checkpoint_every`` epochs but the last."""
+    every ``checkpoint_every`` epochs but the last (and the last too with
+    ``checkpoint_end``)."""
     logged = -1
 
     def log() -> bool:
@@ -111,8 +114,8 @@ def run_loop(plan: Plan, body: Body, epoch: int = 0, step: int = 0) -> tuple[int
             return epoch, step
         if body.end_epoch(epoch, step):
             break
-        if epoch % plan.checkpoint_every == 0 and epoch < plan.epochs \
-                and step < plan.total_steps:
+        end = epoch >= plan.epochs or step >= plan.total_steps
+        if (epoch % plan.checkpoint_every == 0 and not end) or (end and plan.checkpoint_end):
             body.checkpoint(epoch, step)
     if body.live() and logged != step:
         log()  # the last step, when log_every does not divide the run

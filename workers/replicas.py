@@ -277,7 +277,7 @@ class ReplicaTrainer:
         self.n_train = len(self.datas[0].X_train)
         self.batch = batch_size(spec, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
-        self.plan = Plan.of(spec["training"], self.steps_per_epoch)
+        self.plan = Plan.of(spec, self.steps_per_epoch)
         self.shared = all(_same_data(self.datas[0], d) for d in self.datas[1:])
         self.sets = self._device_sets()
         self.measures = Measures(self.net, self.sets, self.task, xp,
