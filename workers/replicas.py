@@ -142,7 +142,8 @@ def max_replicas(spec: dict[str, Any], data: Splits, xp: ModuleType) -> int:
         8 * n_params  # parameters, gradients, up to three optimizer moments, temporaries
         + 6 * batch * sum(sizes)  # activations, their gradients, the gathered batch
         + 4 * max(len(data.X_train), len(data.X_val)) * widest  # evaluation passes
-        + (n_rows * (arch.n_in + 1) if own_split else 0))  # the replica's own split
+        # the replica's own split, and its parts stacked again for one evaluation pass
+        + (2 * n_rows * (arch.n_in + 1) if own_split else 0))
     return max(1, min(cap, _memory_budget(xp) // max(per_replica, 1)))
 
 
