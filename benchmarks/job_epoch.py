@@ -53,13 +53,16 @@ def job_spec(dataset: str, hidden: list[int], batch: int, epochs: int, metrics: 
 class GradqRun:
     """``gradq run SPEC --json`` in a subprocess; a call returns seconds per epoch."""
 
-    def __init__(self, spec: dict[str, Any], home: Path) -> None:
+    def __init__(self, spec: dict[str, Any], home: Path, threads: int | None) -> None:
         import json
 
         self.path = home / f"{spec['name']}-{spec['training']['train_metrics']}-" \
                            f"{spec['training']['checkpoint_every']}.json"
         self.path.write_text(json.dumps(spec))
         self.env = {**os.environ, "GRADQ_HOME": str(home)}
+        if threads:  # the same BLAS thread count as the references in this process
+            self.env.update({v: str(threads) for v in ("OPENBLAS_NUM_THREADS",
+                                                       "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
 
     def __call__(self) -> float:
         import json
@@ -176,14 +179,15 @@ def main() -> None:
     mnist, digits = splits("mnist"), splits("digits")
     sides = {
         "gradq_mnist": GradqRun(job_spec("mnist", [128, 128], 128, mnist_epochs, "full", 1),
-                                home),
+                                home, args.threads),
         "gradq_mnist_no_checkpoints": GradqRun(job_spec("mnist", [128, 128], 128,
-                                                        mnist_epochs, "full", 10_000), home),
+                                                        mnist_epochs, "full", 10_000), home,
+                                                       args.threads),
         "gradq_mnist_running": GradqRun(job_spec("mnist", [128, 128], 128, mnist_epochs,
-                                                 "running", 1), home),
+                                                 "running", 1), home, args.threads),
         "torch_mnist": TorchLoop(mnist, mnist_epochs),
         "gradq_digits": GradqRun(job_spec("digits", [100], 200, digits_epochs, "running", 1),
-                                 home),
+                                 home, args.threads),
         "sklearn_digits": SklearnFit(digits, digits_epochs, 200),
     }
     times = interleave(sides, repeats, warmup)
@@ -197,7 +201,8 @@ def main() -> None:
     }
     doc = {
         "benchmark": "job_epoch", "quick": args.quick, "machine": machine(),
-        "repeats": repeats, "epochs": {"mnist": mnist_epochs, "digits": digits_epochs},
+        "repeats": repeats, "threads": args.threads,
+        "epochs": {"mnist": mnist_epochs, "digits": digits_epochs},
         "ms_per_epoch": {k: round(v * 1e3, 3) for k, v in med.items()},
         "runs_ms": {k: [round(t * 1e3, 3) for t in v] for k, v in times.items()},
         "ratios": {k: round(v, 3) for k, v in ratios.items()},

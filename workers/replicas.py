@@ -142,7 +142,8 @@ def max_replicas(spec: dict[str, Any], data: Splits, xp: ModuleType) -> int:
         8 * n_params  # parameters, gradients, up to three optimizer moments, temporaries
         + 6 * batch * sum(sizes)  # activations, their gradients, the gathered batch
         + 4 * max(len(data.X_train), len(data.X_val)) * widest  # evaluation passes
-        + (n_rows * (arch.n_in + 1) if own_split else 0))  # the replica's own split
+        # the replica's own split, and its parts stacked again for one evaluation pass
+        + (2 * n_rows * (arch.n_in + 1) if own_split else 0))
     return max(1, min(cap, _memory_budget(xp) // max(per_replica, 1)))
 
 
@@ -277,8 +278,7 @@ class ReplicaTrainer:
         self.n_train = len(self.datas[0].X_train)
         self.batch = batch_size(spec, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
-        self.plan = Plan.of(spec["training"], self.steps_per_epoch,
-                            any(s.get("_checkpoint_end") for s in specs))
+        self.plan = Plan.of(spec, self.steps_per_epoch)
         self.shared = all(_same_data(self.datas[0], d) for d in self.datas[1:])
         self.sets = self._device_sets()
         self.measures = Measures(self.net, self.sets, self.task, xp,

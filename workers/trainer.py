@@ -211,8 +211,7 @@ class Trainer:
         self.n_train = len(data.X_train)
         self.batch = batch_size(spec, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
-        self.plan = Plan.of(spec["training"], self.steps_per_epoch,
-                            bool(spec.get("_checkpoint_end")))
+        self.plan = Plan.of(spec, self.steps_per_epoch)
         self.measures = Measures(self.net, self.sets, data.task, xp,
                                  spec["training"].get("train_metrics", "full"))
 
