@@ -484,12 +484,26 @@ def release(lease: Lease, error: str, traceback: str | None = None,
 
 
 def _settle_parent(s: Session, job_id: str) -> list[str]:
-    """``_settle`` the comparison ``job_id`` belongs to, if any. Returns new job ids."""
-    parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
-    return [] if parent_id is None else _settle(s, parent_id)
+    """``_settle`` the comparison ``job_id`` belongs to, if any. Returns new job ids.
+
+    Only the end of a tuning run or search trial can decide something, and only once no
+    sibling of the same arm and phase is still to end: that is checked first, in SQL on
+    the stored (canonical) spec text, so that the other ends skip the decision step."""
+    row = s.execute(sa.select(Job.parent_id, Job.spec).where(Job.id == job_id)).first()
+    if row is None or row.parent_id is None:
+        return []
+    spec = json.loads(row.spec)
+    decide = False
+    if spec.get("_phase") in ("tune", "search"):
+        same = [Job.spec.contains(f'"_arm_index":{int(spec["_arm_index"])},', autoescape=True),
+                Job.spec.contains(f'"_phase":"{spec["_phase"]}"', autoescape=True)]
+        waiting = s.execute(sa.select(sa.func.count()).select_from(Job).where(
+            Job.parent_id == row.parent_id, Job.status.not_in(list(FINISHED)), *same)).scalar()
+        decide = not waiting
+    return _settle(s, row.parent_id, decide)
 
 
-def _settle(s: Session, parent_id: str) -> list[str]:
+def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
     """Finish a comparison when its last child has finished (determined in SQL), or, when
     that child ends a grid's tuning phase, add the final runs. Returns new job ids."""
     # lock the parent row so that two children finishing at once serialize here. FOR NO KEY
@@ -503,7 +517,7 @@ def _settle(s: Session, parent_id: str) -> list[str]:
                        .execution_options(populate_existing=True)).scalar_one()
     if JobStatus(parent.status) in FINISHED:
         return []
-    new = [] if parent.cancel_requested else _advance(s, parent)
+    new = [] if parent.cancel_requested or not decide else _advance(s, parent)
     counts = dict(s.execute(sa.select(Job.status, sa.func.count())
                             .where(Job.parent_id == parent_id).group_by(Job.status)).all())
     counts = {JobStatus(k): v for k, v in counts.items()}
