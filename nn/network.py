@@ -397,19 +397,29 @@ class Network:
         params: Array | None = None,
         grads: Array | None = None,
         update_running: bool = False,
-    ) -> Array:
+        hits: bool | None = None,
+    ) -> Any:
         """Data loss; its gradient is written into ``grads`` (default ``self.grads``).
 
-        The training loop's call: intermediate arrays live in ``self.buffers``.
+        The training loop's call: intermediate arrays live in ``self.buffers``. With
+        ``hits`` not None it returns (loss, accuracy): the fraction of rows whose predicted
+        class is the label (argmax for softmax, z > 0 for sigmoid) when ``hits`` is True,
+        else None — a running training accuracy at no extra pass.
         """
         z, cache = self.forward(X, train=train, rng=rng, params=params,
                                 update_running=update_running, reuse=True)
+        accuracy = None
+        if hits:  # before the softmax below overwrites z
+            if self.arch.output == "softmax":
+                accuracy = (z.argmax(axis=-1) == y).mean(axis=-1)
+            else:
+                accuracy = ((z[..., 0].real > 0) == (y[..., 0] > 0.5)).mean(axis=-1)
         if self.arch.output == "softmax" and not self.xp.iscomplexobj(z):
             loss, dz = _softmax_cross_entropy(z, y)
         else:
             loss, dz = self.output.forward(z, y), self.output.gradient(z, y)
         self.backward(cache, dz, params=params, grads=grads)
-        return loss
+        return loss if hits is None else (loss, accuracy)
 
     def predict(self, X: Array, params: Array | None = None) -> Array:
         """Output-unit values (probabilities, or the regression output), inference mode."""

@@ -25,14 +25,22 @@ def penalty(params: Array, n_weights: int, l2: float, l1: float) -> Array:
     return out
 
 
-def add_penalty_gradient(grads: Array, params: Array, n_weights: int, l2: float,
-                         l1: float) -> None:
-    """grads += l2·w + l1·sign(w) on the weights, in place (sign(0) = 0: a subgradient)."""
+def add_penalty_gradient(grads: Array, params: Array, n_weights: int, l2: Any,
+                         l1: Any) -> None:
+    """grads += l2·w + l1·sign(w) on the weights, in place (sign(0) = 0: a subgradient).
+
+    ``l2`` and ``l1`` are floats, or (R, 1) arrays for stacked replicas whose settings
+    differ (a replica's 0 then adds exactly nothing)."""
     xp = array_module(params)
-    if l2:
+    if _any(l2):
         grads[..., :n_weights] += l2 * params[..., :n_weights]
-    if l1:
+    if _any(l1):
         grads[..., :n_weights] += l1 * xp.sign(params[..., :n_weights].real)
+
+
+def _any(value: Any) -> bool:
+    """Whether a penalty weight (a float or a per-replica array) is non-zero anywhere."""
+    return bool(value) if isinstance(value, (int, float)) else bool((value != 0).any())
 
 
 def global_norm(grads: Array) -> Array:

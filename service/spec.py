@@ -886,6 +886,9 @@ _SCHEMA = Section({
         "diagnostics": (ListOf(Choice(DIAGNOSTICS), unique=True, name="a list of names"), []),
         "checkpoint_every": (Int(1), 1),
         "time_limit_s": (Nullable(_POSITIVE), None),
+        # full: a pass over the training part at each log point (exact, at the logged
+        # parameters); running: the mean of the minibatch losses since the last log point
+        "train_metrics": (Choice(("full", "running")), "full"),
     }), {}),
     "compare": (Nullable(_COMPARE), None),
 })

@@ -153,7 +153,8 @@ def test_run_json_is_the_result_document(db: dict[str, Any]) -> None:
     assert doc["params"] == (64 * 64 + 64) + (64 * 64 + 64) + (64 * 10 + 10)
     assert set(doc["final"]) >= FINAL_KEYS
     assert doc["final"]["epochs"] == 30 and doc["final"]["steps"] > 0
-    assert set(doc["timing"]) == {"queued_s", "run_s", "samples_per_s"}
+    assert set(doc["timing"]) == {"queued_s", "run_s", "samples_per_s", "stacked"}
+    assert doc["timing"]["stacked"] == 1  # a train job trains alone
     assert doc["timing"]["run_s"] > 0 and doc["timing"]["samples_per_s"] > 0
 
 

@@ -279,7 +279,19 @@ def test_specs_differing_beyond_seed_and_optimizer_do_not_batch() -> None:
     assert batch_key(make_spec(seed=5, optimizer={"name": "adam", "lr": 0.1})) == base
     assert batch_key(make_spec(training={"epochs": 4})) != base
     assert batch_key(make_spec(model={"hidden": [7]})) != base
-    assert batch_key(make_spec(regularization={"l2": 0.1})) != base
+    assert batch_key(make_spec(regularization={"clip_grad_norm": 1.0})) != base
+    assert batch_key(make_spec(data={"standardize": False})) != base
+
+
+def test_per_replica_settings_and_labels_do_not_stop_stacking() -> None:
+    base = batch_key(make_spec())
+    assert batch_key(make_spec(regularization={"l2": 0.1, "l1": 0.01})) == base
+    assert batch_key(make_spec(model={"init": "he_normal", "bias_init": 0.1,
+                                      "output_bias": "marginal"})) == base
+    labelled = {**make_spec(), "_arm": "wide", "_arm_overrides": {"regularization.l2": 0.1},
+                "_trial": 3, "_phase": "search"}
+    assert batch_key(labelled) == base
+    assert batch_key({**make_spec(), "_fold": [0, 5]}) != base  # a fold selects the data
 
 
 def test_the_memory_limit_shrinks_with_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,7 +354,8 @@ def test_claim_siblings_skips_children_with_a_checkpoint() -> None:
     assert jobs.claim_siblings(parent, "w1", lambda s: True, 10) == []
 
 
-def test_a_comparison_runs_as_one_batch_with_ordinary_children() -> None:
+def test_a_comparison_runs_as_one_batch_with_ordinary_children(
+        caplog: pytest.LogCaptureFixture) -> None:
     from gradq.workers.runner import execute
 
     raw = _comparison([{"name": "sgd", "lr": 0.1}, "adam", "momentum"], 2, log_every=2)
@@ -360,6 +373,8 @@ def test_a_comparison_runs_as_one_batch_with_ordinary_children() -> None:
     for b, a in zip(batched[1:], alone[1:], strict=True):
         rb, ra = queries.result(b), queries.result(a)
         assert rb["status"] == "succeeded" and rb["attempts"] == 1
+        # trained in one stack of all six (a fallback to lone runs would say 1)
+        assert (rb["timing"]["stacked"], ra["timing"]["stacked"]) == (6, 1)
         assert rb["final"] == pytest.approx(ra["final"], rel=RTOL)
         cb, ca = queries.curves(b)["metrics"], queries.curves(a)["metrics"]
         assert set(cb) == set(ca)
@@ -367,6 +382,60 @@ def test_a_comparison_runs_as_one_batch_with_ordinary_children() -> None:
             assert cb[name]["step"] == ca[name]["step"]
             np.testing.assert_allclose(cb[name]["value"], ca[name]["value"], rtol=RTOL)
         assert len(_rows("select id from checkpoints where job_id = :j", j=b)) == 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_bug_in_the_batch_path_is_an_error_not_a_quiet_fallback(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from gradq.workers import replicas
+    from gradq.workers.runner import execute
+
+    children = _store(_comparison(["sgd", "adam"], 2))[1:]
+
+    # Given a deliberate bug in the stacked step
+    def broken(self: Any, X: Any, y: Any) -> None:
+        raise ZeroDivisionError("a bug in the batch path")
+
+    monkeypatch.setattr(replicas.ReplicaTrainer, "step", broken)
+    # When a child runs with batching
+    assert execute(children[0], worker="w") == "succeeded"
+    # Then the bug is logged as an error with its traceback, where a test sees it
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and "batch of 4 replicas failed" in errors[0].getMessage()
+    assert "ZeroDivisionError" in caplog.text
+    # And every child still ran, alone (the result says so)
+    for child in children:
+        doc = queries.result(child)
+        assert doc["status"] == "succeeded" and doc["timing"]["stacked"] == 1
+
+
+def test_a_batch_set_up_bug_is_an_error_too(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    from gradq.workers import replicas
+    from gradq.workers.runner import execute
+
+    children = _store(_comparison(["sgd"], 2))[1:]
+    monkeypatch.setattr(replicas, "max_replicas", lambda *a: 1 // 0)
+    assert execute(children[0], worker="w") == "succeeded"
+    assert any(r.levelname == "ERROR" and "setting up a batch failed" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_arms_differing_in_penalties_and_initialisation_stack_and_match_lone_runs(xp
+                                                                                  ) -> None:
+    # Given arms that differ only in per-replica numeric settings, and labels
+    arms = [{}, {"regularization": {"l2": 0.01}}, {"regularization": {"l1": 0.003}},
+            {"regularization": {"l2": 0.02, "l1": 0.001}},
+            {"model": {"init": "he_normal", "bias_init": 0.1}},
+            {"model": {"init": "lsuv", "output_bias": "marginal"}}]
+    specs = []
+    for i, arm in enumerate(arms):
+        spec = make_spec(seed=i % 2, optimizer={"name": "adam", "lr": 0.01}, **arm)
+        specs.append({**spec, "_arm": f"arm{i}", "_arm_index": i, "_phase": "search",
+                      "_trial": i, "_arm_overrides": arm})
+    assert len({batch_key(s) for s in specs}) == 1
+    # Then trained as one stack each gives its own lone run
+    check(specs, xp)
 
 
 def test_a_sibling_whose_lease_is_lost_is_dropped_and_the_others_finish() -> None:
@@ -410,8 +479,9 @@ def test_gradq_run_batches_the_readme_job_shape() -> None:
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
     assert [a["n"] for a in report["arms"]] == [3, 3]
-    workers = {r.worker for r in _rows("select worker from jobs where parent_id is not null")}
-    assert len(workers) == 1
+    children = [r.id for r in _rows("select id from jobs where parent_id is not null")]
+    assert len(children) == 6
+    assert [queries.result(c)["timing"]["stacked"] for c in children] == [6] * 6
 
 
 # ------------------------------------------------------- the training loop's buffers

@@ -15,8 +15,11 @@ L1/L2, gradient clipping, learning-rate schedules, LSUV and marginal-bias initia
 trained by a first-order optimizer on minibatches or the full batch. What runs alone:
 dropout (its masks come from a per-job random stream), early stopping, diagnostics, a time
 limit, bagging, kernel SVMs, second-order and line-search methods and ``closed_form``,
-and any child that resumes from a checkpoint. Replicas must share everything but the seed
-and the optimizer (the data section, model, regularization, training section, dtype).
+and any child that resumes from a checkpoint. Replicas must share everything but the seed,
+labels (keys starting with ``_``, ``_fold`` aside), the optimizer, the penalties
+``regularization.l2``/``l1`` ((R, 1) arrays where they differ) and the initialisation
+(``model.init``, ``bias_init``, ``output_bias``: each replica's initial parameters come from
+its own spec). The training loop itself is ``loop.run_loop``, shared with ``Trainer``.
 
 How many replicas go together: as many as ``max_replicas`` estimates fit a memory budget
 (half the free device memory on a GPU, a quarter of the available RAM on the CPU, at most
@@ -30,7 +33,6 @@ they cannot disturb the others).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -48,7 +50,15 @@ from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
 from gradq.service.settings import get_settings
 
-from .faults import failpoint
+from .loop import (
+    Measures,
+    Plan,
+    Snapshot,
+    blas_threads,
+    checkpoint_snapshot,
+    host_copy,
+    run_loop,
+)
 from .trainer import (
     Diverged,
     Hooks,
@@ -56,26 +66,34 @@ from .trainer import (
     Outcome,
     architecture,
     batch_size,
-    checkpoint_bytes,
-    evaluate_sets,
     final_metrics,
     finite_only,
     first_order_warnings,
     host_state,
     initial_flat,
-    metric_values,
     minibatch_order,
     targets,
 )
 
-SMALL_PRODUCT = 1 << 24  # multiply-adds of one replica's largest product: below, one thread
-LABELS = ("seed", "name", "_arm", "_arm_index", "_grid", "_phase")  # differ freely
+LABELS = ("seed", "name")  # differ freely, as does every key starting with "_" but _fold
 STRUCTURAL = ("amsgrad", "centered")  # flags that change an optimizer's state layout
+PER_REPLICA = {  # numeric settings that may differ between replicas of one stack
+    "regularization": ("l2", "l1"),  # (R, 1) arrays in the penalty gradient
+    "model": ("init", "bias_init", "output_bias"),  # each replica's own initial parameters
+}
+
+
+class Incompatible(ValueError):
+    """Specs or data splits that cannot share a stack (each then runs alone)."""
 
 
 # ------------------------------------------------------------------- which batch
 def batch_key(spec: dict[str, Any]) -> str | None:
-    """A key equal for specs that can train together, or None where a spec runs alone."""
+    """A key equal for specs that can train together, or None where a spec runs alone.
+
+    What may differ inside a stack: the seed, the name, labels (keys starting with ``_``;
+    ``_fold`` is not one: it selects the data), the optimizer (grouped by
+    ``optimizer_group``), and ``PER_REPLICA``'s settings."""
     opt = spec["optimizer"]
     m, reg, tr = spec["model"], spec["regularization"], spec["training"]
     if (spec.get("kind") != "train" or m["kind"] != "mlp"
@@ -84,9 +102,10 @@ def batch_key(spec: dict[str, Any]) -> str | None:
             or reg["early_stopping"] or reg["bagging"] or reg.get("l1_proximal")
             or tr["diagnostics"] or tr["time_limit_s"]):
         return None
-    rest = {k: v for k, v in spec.items()  # labels (`_` keys but a fold) never stop stacking
-            if k not in LABELS and (k == "_fold" or not k.startswith("_"))
-            and k != "optimizer"}
+    rest = {k: v for k, v in spec.items()
+            if k not in LABELS and k != "optimizer" and (k == "_fold" or not k.startswith("_"))}
+    for section, keys in PER_REPLICA.items():
+        rest[section] = {k: v for k, v in rest[section].items() if k not in keys}
     return json.dumps(rest, sort_keys=True, default=str)
 
 
@@ -142,7 +161,7 @@ def _memory_budget(xp: ModuleType) -> int:
 
 # ---------------------------------------------------------------------- hooks
 LogEntry = tuple[int, list[MetricRow], dict[str, Any]]  # replica, rows, progress
-CheckpointEntry = tuple[int, int, int, bytes]  # replica, epoch, step, data
+CheckpointEntry = tuple[int, int, int, Snapshot]  # replica, epoch, step, data
 
 
 class ReplicaHooks(Protocol):
@@ -234,7 +253,7 @@ class ReplicaTrainer:
         self.hooks = hooks
         keys = {batch_key(s) for s in specs}
         if None in keys or len(keys) != 1:
-            raise ValueError("these specs cannot be trained as replicas of one batch")
+            raise Incompatible("these specs cannot be trained as replicas of one batch")
         # replicas of one optimizer group sit next to each other in the stack
         order = sorted(range(len(specs)), key=lambda i: optimizer_group(specs[i]["optimizer"]))
         self.order = order
@@ -249,17 +268,20 @@ class ReplicaTrainer:
         self.arch: Architecture = architecture(spec, self.datas[0])
         for d in self.datas[1:]:
             if architecture(spec, d) != self.arch or _shapes(d) != _shapes(self.datas[0]):
-                raise ValueError("replicas' data splits differ in shape")
+                raise Incompatible("replicas' data splits differ in shape")
         self.dtype = np.dtype(spec["dtype"])
         self.net = Network(self.arch, dtype=spec["dtype"], xp=xp, replicas=self.R)
-        reg = spec["regularization"]
-        self.l2, self.l1 = float(reg["l2"]), float(reg["l1"])
-        self.clip = reg["clip_grad_norm"]
+        self.l2 = self._per_replica("regularization", "l2")
+        self.l1 = self._per_replica("regularization", "l1")
+        self.clip = spec["regularization"]["clip_grad_norm"]
         self.n_train = len(self.datas[0].X_train)
         self.batch = batch_size(spec, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
+        self.plan = Plan.of(spec, self.steps_per_epoch)
         self.shared = all(_same_data(self.datas[0], d) for d in self.datas[1:])
         self.sets = self._device_sets()
+        self.measures = Measures(self.net, self.sets, self.task, xp,
+                                 spec["training"].get("train_metrics", "full"))
         self.groups = self._groups()
 
     # ------------------------------------------------------------- set-up
@@ -283,6 +305,14 @@ class ReplicaTrainer:
                                          for d in self.datas]))
                 sets[part] = (X, y)
         return sets
+
+    def _per_replica(self, section: str, key: str) -> Any:
+        """A numeric setting: a Python float where every replica agrees (as a single run
+        has it), else an (R, 1) array that broadcasts against the (R, P) buffer."""
+        values = [float(s[section][key]) for s in self.specs]
+        if all(v == values[0] for v in values):
+            return values[0]
+        return self.xp.asarray(values, dtype=self.dtype).reshape(-1, 1)
 
     def _groups(self) -> list[_Group]:
         groups: list[_Group] = []
@@ -325,8 +355,13 @@ class ReplicaTrainer:
 
     def step(self, X: Any, y: Any) -> None:
         """One minibatch step of every replica: the step of ``FirstOrderStepper``."""
-        net = self.net
-        net.loss_and_grad(X, y, train=True, update_running=True)
+        net, m = self.net, self.measures
+        if m.running:  # the minibatch's loss and accuracy count towards train_*
+            loss, hits = net.loss_and_grad(X, y, train=True, update_running=True,
+                                           hits=m.classify)
+            m.add(loss, hits, int(y.shape[1]))
+        else:
+            net.loss_and_grad(X, y, train=True, update_running=True)
         add_penalty_gradient(net.grads, net.params, net.n_weights, self.l2, self.l1)
         if self.clip is not None:
             clip_by_global_norm(net.grads, float(self.clip))
@@ -338,108 +373,19 @@ class ReplicaTrainer:
     def run(self) -> list[ReplicaEnd]:
         """Train until every replica has ended; one ``ReplicaEnd`` per spec, in the order
         the specs were given."""
-        with self._blas_threads():
+        with blas_threads(self.xp, self.batch, self.arch.sizes):
             return self._run()
 
-    def _blas_threads(self) -> contextlib.AbstractContextManager:
-        """One BLAS thread where every product is small (NumPy only).
-
-        A stacked product is R separate BLAS calls; splitting each small one over threads
-        costs more in synchronisation than it saves, and on a busy machine a thread that
-        waits for a descheduled sibling stalls every call (measured: up to 10× slower).
-        Large products (more than ``SMALL_PRODUCT`` multiply-adds each) keep the threads.
-        """
-        rows = max(self.batch, *(len(X) if X.ndim == 2 else X.shape[1]
-                                 for X, _ in self.sets.values()))
-        sizes = self.arch.sizes
-        widest = max(a * b for a, b in zip(sizes, sizes[1:], strict=False))
-        if self.xp is not np or rows * widest > SMALL_PRODUCT:
-            return contextlib.nullcontext()
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # it comes with scikit-learn; without it, leave BLAS alone
-            return contextlib.nullcontext()
-        return threadpool_limits(limits=1, user_api="blas")
-
     def _run(self) -> list[ReplicaEnd]:
-        xp, net, spec = self.xp, self.net, self.spec
-        tr = spec["training"]
+        net = self.net
         net.set_flat(np.stack([initial_flat(s, d, self.arch, self.batch)
                                for s, d in zip(self.specs, self.datas, strict=True)]))
         initial = _split_arrays(net.arrays(), self.R)
         for g in self.groups:
             g.state = g.transform.init(net.params[g.start:g.stop])
-        log_every = tr["log_every"]
-        epochs = int(tr["epochs"])
-        total_steps = epochs * self.steps_per_epoch
-        if tr["max_steps"] is not None:
-            total_steps = min(total_steps, int(tr["max_steps"]))
-        t0 = time.perf_counter()
-        epoch = step = 0
-
-        def log_point() -> None:
-            names, values = metric_values(evaluate_sets(net, self.sets, self.task), xp)
-            now = time.perf_counter() - t0
-            ep = step / self.steps_per_epoch
-            entries: list[LogEntry] = []
-            at: list[int] = []
-            for r, rep in enumerate(self.replicas):
-                if not rep.active:
-                    continue
-                pairs = [(k, float(values[j, r])) for j, k in enumerate(names)]
-                rep.last_rows = [(k, step, ep, now, v) for k, v in pairs]
-                rep.progress = {"epoch": epoch, "epochs": epochs, "step": step,
-                                "steps": total_steps, **dict(pairs)}
-                if not math.isfinite(rep.progress["train_loss"]):  # diverges: as Trainer,
-                    rep.progress = finite_only(rep.progress)  # JSON documents hold no NaN
-                entries.append((rep.index, rep.last_rows, rep.progress))
-                at.append(r)
-            for r, answer in zip(at, self.hooks.log(entries), strict=True):
-                train_loss = float(values[names.index("train_loss"), r])
-                if isinstance(answer, BaseException):  # its lease lost: drop it
-                    self._drop(r, answer)
-                elif not math.isfinite(train_loss):  # logged, then ended as Trainer does
-                    self._stop(r, epoch, step, now, "diverged", str(Diverged(step, train_loss)))
-                elif answer:
-                    self._stop(r, epoch, step, now, "cancelled")
-
-        def active() -> bool:
-            return any(rep.active for rep in self.replicas)
-
-        log_point()
-        while active() and epoch < epochs and step < total_steps:
-            idx_all = self._order(epoch) if self.batch < self.n_train else None
-            for b in range(self.steps_per_epoch):
-                if step >= total_steps:
-                    break
-                idx = None if idx_all is None else idx_all[:, b * self.batch:
-                                                           (b + 1) * self.batch]
-                Xb, yb = self._batch(idx)
-                self.step(Xb, yb)
-                failpoint("step")
-                step += 1
-                rows = int(yb.shape[1])
-                for rep in self.replicas:
-                    if rep.active:
-                        rep.samples += rows
-                if isinstance(log_every, int) and step % log_every == 0:
-                    log_point()
-                    if not active():
-                        break
-            if not active():
-                break
-            epoch += 1
-            at_epoch_end = step % self.steps_per_epoch == 0 or step >= total_steps
-            if log_every == "epoch" and at_epoch_end:
-                log_point()
-            end = epoch >= epochs or step >= total_steps
-            if (epoch % int(tr["checkpoint_every"]) == 0 and not end) or (
-                    end and spec.get("_checkpoint_end")):  # a search trial at its rung
-                self._checkpoints(epoch, step, time.perf_counter() - t0)
-        if active() and any(rep.progress.get("step") != step for rep in self.replicas
-                            if rep.active):
-            log_point()  # the last step, when log_every does not divide the run
-        now = time.perf_counter() - t0
+        body = _StackBody(self)
+        epoch, step = run_loop(self.plan, body)
+        now = time.perf_counter() - body.t0
         for r, rep in enumerate(self.replicas):
             if rep.active:
                 self._stop(r, epoch, step, now, "succeeded")
@@ -450,6 +396,36 @@ class ReplicaTrainer:
         for rep in self.replicas:
             ends[rep.index] = rep.end
         return ends
+
+    def _active(self) -> bool:
+        return any(rep.active for rep in self.replicas)
+
+    def _log(self, epoch: int, step: int, t0: float) -> None:
+        """One log point of every active replica, reported in one hooks call."""
+        names, values = self.measures.measure(step)
+        now = time.perf_counter() - t0
+        ep = step / self.steps_per_epoch
+        entries: list[LogEntry] = []
+        at: list[int] = []
+        for r, rep in enumerate(self.replicas):
+            if not rep.active:
+                continue
+            pairs = [(k, float(values[j, r])) for j, k in enumerate(names)]
+            rep.last_rows = [(k, step, ep, now, v) for k, v in pairs]
+            rep.progress = {"epoch": epoch, "epochs": self.plan.epochs, "step": step,
+                            "steps": self.plan.total_steps, **dict(pairs)}
+            if not math.isfinite(rep.progress["train_loss"]):  # diverges: as Trainer,
+                rep.progress = finite_only(rep.progress)  # JSON documents hold no NaN
+            entries.append((rep.index, rep.last_rows, rep.progress))
+            at.append(r)
+        for r, answer in zip(at, self.hooks.log(entries), strict=True):
+            train_loss = float(values[names.index("train_loss"), r])
+            if isinstance(answer, BaseException):  # its lease lost: drop it
+                self._drop(r, answer)
+            elif not math.isfinite(train_loss):  # logged, then ended as Trainer does
+                self._stop(r, epoch, step, now, "diverged", str(Diverged(step, train_loss)))
+            elif answer:
+                self._stop(r, epoch, step, now, "cancelled")
 
     def _stop(self, r: int, epoch: int, step: int, now: float, status: str,
               error: str | None = None) -> None:
@@ -467,8 +443,10 @@ class ReplicaTrainer:
 
     def _checkpoints(self, epoch: int, step: int, elapsed: float) -> None:
         """Each active replica's checkpoint, laid out as ``Trainer``'s own (so a replica
-        handed to another worker resumes alone from it)."""
-        params, running = to_numpy(self.net.params), to_numpy(self.net.running)
+        handed to another worker resumes alone from it); host copies, serialised by the
+        hooks."""
+        self.measures.reset()  # running sums restart here, as they do in a resumed run
+        params, running = host_copy(self.net.params), host_copy(self.net.running)
         opt: list[dict[str, np.ndarray]] = []
         for g in self.groups:
             leaves = host_state(g.state)
@@ -478,7 +456,7 @@ class ReplicaTrainer:
         at: list[int] = []
         for r, rep in enumerate(self.replicas):
             if rep.active:
-                entries.append((rep.index, epoch, step, checkpoint_bytes(
+                entries.append((rep.index, epoch, step, checkpoint_snapshot(
                     epoch, step, elapsed, params[r], running[r], opt[r])))
                 at.append(r)
         for r, answer in zip(at, self.hooks.checkpoint(entries), strict=True):
@@ -500,6 +478,46 @@ class ReplicaTrainer:
                        arrays=one.arrays(), initial=initial, run_s=rep.run_s,
                        samples=rep.samples, error=rep.error, last_rows=rep.last_rows,
                        progress=rep.progress, extra=extra)
+
+
+class _StackBody:
+    """``loop.Body`` for a stack: every replica steps; log points and checkpoints cover
+    the active ones; the stack stops when none is left."""
+
+    def __init__(self, rt: ReplicaTrainer) -> None:
+        self.rt = rt
+        self.t0 = time.perf_counter()
+        self.idx: Any = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.idx = self.rt._order(epoch) if self.rt.batch < self.rt.n_train else None
+
+    def step(self, b: int) -> None:
+        rt = self.rt
+        idx = None if self.idx is None else self.idx[:, b * rt.batch:(b + 1) * rt.batch]
+        Xb, yb = rt._batch(idx)
+        rt.step(Xb, yb)
+        rows = int(yb.shape[1])
+        for rep in rt.replicas:
+            if rep.active:
+                rep.samples += rows
+
+    def log(self, epoch: int, step: int) -> bool:
+        self.rt._log(epoch, step, self.t0)
+        return not self.rt._active()
+
+    def interrupted(self) -> bool:
+        return False  # a time limit runs alone
+
+    def end_epoch(self, epoch: int, step: int) -> bool:
+        return False  # early stopping runs alone
+
+    def checkpoint(self, epoch: int, step: int) -> None:
+        self.rt._checkpoints(epoch, step, time.perf_counter() - self.t0)
+
+    def live(self) -> bool:
+        rt = self.rt
+        return rt._active()
 
 
 def _shapes(d: Splits) -> tuple:

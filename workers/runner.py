@@ -26,8 +26,10 @@ from . import replicas
 from .data import load_dataset, prepare_splits
 from .failures import TRANSIENT, describe, is_out_of_memory, with_retries
 from .faults import failpoint
+from .loop import Snapshot, npz_bytes
 from .methods import train
-from .trainer import MetricRow, Outcome, npz_bytes
+from .trainer import MetricRow, Outcome
+from .writer import WriteBehind
 
 log = logging.getLogger("gradq.worker")
 
@@ -60,7 +62,13 @@ class Heartbeat(threading.Thread):
 
 
 class DbHooks:
-    """Trainer hooks that write through the lease, retrying transient database errors."""
+    """Trainer hooks that write through the lease, retrying transient database errors.
+
+    Writes go through a ``WriteBehind`` (see ``writer``): a log interval's rows and a
+    checkpoint are written, in order, while the next interval trains; what a write answers
+    (cancel, a lost lease, an error) is seen at the next call. ``close`` writes what is
+    left and raises what went wrong; the runner calls it before storing the run's end.
+    """
 
     def __init__(self, lease: Lease, heartbeat: Heartbeat, lease_s: float,
                  observer: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -68,77 +76,142 @@ class DbHooks:
         self.observer = observer
         self.heartbeat = heartbeat
         self.deadline = 4 * lease_s
+        self.writer = WriteBehind(f"writer-{lease.job_id[:8]}")
+        self.cancel = False
+        self.error: BaseException | None = None
 
-    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
         if self.heartbeat.lost.is_set():
             raise LeaseLost(f"job {self.lease.job_id}: lease lost")
-        failpoint("metrics")
-        cancel = with_retries(lambda: jobs.log(self.lease, rows, progress),
-                              deadline_s=self.deadline, what="writing metrics")
-        failpoint("metrics_written")
+
+    def _write(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if self.error is not None:
+                return  # the job is ending: nothing more goes through its lease
+            try:
+                fn()
+            except BaseException as exc:
+                self.error = exc
+        return run
+
+    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
+        self.writer.wait()  # at most one log interval in flight
+        self._check()
+
+        def write() -> None:
+            failpoint("metrics")
+            cancel = with_retries(lambda: jobs.log(self.lease, rows, progress),
+                                  deadline_s=self.deadline, what="writing metrics")
+            failpoint("metrics_written")
+            self.cancel = self.cancel or cancel
+
+        self.writer.submit(self._write(write))
         if self.observer is not None:
             self.observer(progress)
-        return cancel or self.heartbeat.cancel.is_set()
+        return self.cancel or self.heartbeat.cancel.is_set()
 
-    def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
-        failpoint("checkpoint")
-        with_retries(lambda: jobs.save_checkpoint(self.lease, epoch, step, data),
-                     deadline_s=self.deadline, what="writing a checkpoint")
+    def checkpoint(self, epoch: int, step: int, data: Snapshot) -> None:
+        self._check()
+
+        def write() -> None:
+            failpoint("checkpoint")
+            blob = bytes(data)  # np.savez, here on the writer's thread
+            with_retries(lambda: jobs.save_checkpoint(self.lease, epoch, step, blob),
+                         deadline_s=self.deadline, what="writing a checkpoint")
+
+        self.writer.submit(self._write(write))
+
+    def close(self) -> None:
+        """Write what is queued; raise the first error a write met."""
+        self.writer.close()
+        self._check()
 
 
 class BatchDbHooks:
     """``replicas.ReplicaHooks`` for a batch: at each log interval (and checkpoint) the
-    writes of every replica go in one transaction, each fenced by its own lease; a replica
-    whose lease was lost gets ``LeaseLost`` and the others carry on."""
+    writes of every replica go in one transaction, each fenced by its own lease, on a
+    ``WriteBehind`` as ``DbHooks`` does; a replica whose lease was lost gets ``LeaseLost``
+    (at the next call) and the others carry on."""
 
     def __init__(self, members: list[_Member], lease_s: float,
                  observer: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.members = members
         self.observer = observer
         self.deadline = 4 * lease_s
+        self.writer = WriteBehind(f"writer-batch-{members[0].lease.job_id[:8]}"
+                                  if members else "writer-batch")
+        self.error: BaseException | None = None  # a write that failed for the whole batch
 
-    def _held(self, replicas_: list[int]) -> tuple[list[int], dict[int, BaseException]]:
-        held, lost = [], {}
-        for k, r in enumerate(replicas_):
-            if self.members[r].hb.lost.is_set():
-                lost[k] = LeaseLost(f"job {self.members[r].lease.job_id}: lease lost")
-            else:
-                held.append(k)
-        return held, lost
+    def _answer(self, r: int) -> bool | BaseException:
+        """What is known of replica ``r``: its error, or its cancel flag."""
+        m = self.members[r]
+        if self.error is not None:
+            return self.error
+        if m.lost or m.hb.lost.is_set():
+            return LeaseLost(f"job {m.lease.job_id}: lease lost")
+        return m.cancel or m.hb.cancel.is_set()
+
+    def _write(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if self.error is not None:
+                return
+            try:
+                fn()
+            except BaseException as exc:  # transient past its retries, or a bug
+                self.error = exc
+        return run
 
     def log(self, entries: list[replicas.LogEntry]) -> list[bool | BaseException]:
-        held, out = self._held([r for r, _, _ in entries])
-        failpoint("metrics")
-        batch = [(self.members[entries[k][0]].lease, entries[k][1], entries[k][2])
-                 for k in held]
-        try:
+        self.writer.wait()  # at most one log interval in flight
+        out = [self._answer(r) for r, _, _ in entries]
+        batch = [(self.members[r].lease, rows, progress)
+                 for (r, rows, progress), a in zip(entries, out, strict=True)
+                 if not isinstance(a, BaseException)]
+        held = [self.members[r] for (r, _, _), a in zip(entries, out, strict=True)
+                if not isinstance(a, BaseException)]
+
+        def write() -> None:
+            failpoint("metrics")
             answers = with_retries(lambda: jobs.log_many(batch), deadline_s=self.deadline,
                                    what="writing metrics")
-        except TRANSIENT as exc:
-            return [exc] * len(entries)
-        failpoint("metrics_written")
-        for k, answer in zip(held, answers, strict=True):
-            m = self.members[entries[k][0]]
-            out[k] = (LeaseLost(f"job {m.lease.job_id}: lease lost") if answer is None
-                      else answer or m.hb.cancel.is_set())
+            failpoint("metrics_written")
+            for m, answer in zip(held, answers, strict=True):
+                if answer is None:
+                    m.lost = True
+                else:
+                    m.cancel = m.cancel or answer
+
+        if batch:
+            self.writer.submit(self._write(write))
         if self.observer is not None and entries:
             self.observer(entries[0][2])
-        return [out[k] for k in range(len(entries))]
+        return out
 
     def checkpoint(self, entries: list[replicas.CheckpointEntry]
                    ) -> list[BaseException | None]:
-        held, out = self._held([r for r, _, _, _ in entries])
-        failpoint("checkpoint")
-        batch = [(self.members[entries[k][0]].lease, *entries[k][1:]) for k in held]
-        try:
+        answers = [self._answer(r) for r, _, _, _ in entries]
+        out = [a if isinstance(a, BaseException) else None for a in answers]
+        todo = [(self.members[r], epoch, step, data)
+                for (r, epoch, step, data), a in zip(entries, out, strict=True) if a is None]
+
+        def write() -> None:
+            failpoint("checkpoint")
+            batch = [(m.lease, epoch, step, bytes(data)) for m, epoch, step, data in todo]
             stored = with_retries(lambda: jobs.save_checkpoints(batch),
                                   deadline_s=self.deadline, what="writing checkpoints")
-        except TRANSIENT as exc:
-            return [exc] * len(entries)
-        for k, ok in zip(held, stored, strict=True):
-            job_id = self.members[entries[k][0]].lease.job_id
-            out[k] = None if ok else LeaseLost(f"job {job_id}: lease lost")
-        return [out.get(k) for k in range(len(entries))]
+            for (m, _, _, _), ok in zip(todo, stored, strict=True):
+                if not ok:
+                    m.lost = True
+
+        if todo:
+            self.writer.submit(self._write(write))
+        return out
+
+    def close(self) -> None:
+        """Write what is queued (the batch's error, if any, stays in ``error``)."""
+        self.writer.close()
 
 
 def execute(job_id: str, worker: str | None = None, device: str | None = None,
@@ -194,7 +267,11 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
         if resume is not None:
             log.info("job %s resumes from epoch %d (step %d)", lease.job_id, resume[0],
                      resume[1])
-        outcome = train(spec, data, xp, hooks, resume[2] if resume else None)
+        try:
+            outcome = train(spec, data, xp, hooks, resume[2] if resume else None)
+        finally:
+            hooks.writer.close()  # the run is over: let the last writes land
+        hooks.close()  # raises what a write met: a lost lease, a database that stayed down
     except LeaseLost:
         raise
     except Exception as exc:
@@ -218,11 +295,13 @@ def _end_with_error(lease: Lease, exc: BaseException, tb: str | None) -> str:
     return JobStatus.FAILED.value
 
 
-def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool) -> str:
-    """Write a run's end through its lease: result, artifacts, last metrics, status."""
+def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool,
+           stacked: int = 1) -> str:
+    """Write a run's end through its lease: result, artifacts, last metrics, status.
+    ``stacked``: how many replicas trained together in its stack (1: alone)."""
     timing = {"queued_s": _queued_s(job), "run_s": round(outcome.run_s, 6),
               "samples_per_s": round(outcome.samples / outcome.run_s, 1)
-              if outcome.run_s > 0 else None}
+              if outcome.run_s > 0 else None, "stacked": stacked}
     result = {"final": outcome.final, "timing": timing, "params": outcome.params,
               "extra": outcome.extra}
     status = JobStatus(outcome.status)
@@ -249,6 +328,8 @@ class _Member:
     job: Job | None
     spec: dict[str, Any] | None
     data: Any = None
+    lost: bool = False  # a write found its lease gone
+    cancel: bool = False  # a write found cancellation requested
 
 
 def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s: float,
@@ -267,16 +348,27 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     try:
         if jobs.latest_checkpoint(lease.job_id) is not None:
             return None  # a resumed child continues alone from its checkpoint
+    except TRANSIENT as exc:  # the single path retries the database, or gives the job back
+        log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
+        return None
+    try:
         xp = _array_module(spec, device_pref)
         leader = _Member(lease, hb, job, spec, _prepare(spec, job))
+    except Exception as exc:  # the job's own problem: its single run meets it and fails
+        log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
+        return None
+    try:
         limit = replicas.max_replicas(spec, leader.data, xp) - 1
         leases = jobs.claim_siblings(job.parent_id, lease.worker,
                                      lambda s: replicas.batch_key(s) == key, limit)
     except LeaseLost:
         raise
-    except Exception as exc:  # the single path meets the same problem and reports it
+    except TRANSIENT as exc:
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
-        return None
+        leases = []
+    except Exception:  # a bug in the batch path: say so loudly, then run the job alone
+        log.exception("job %s: setting up a batch failed; running it alone", lease.job_id)
+        leases = []
     if not leases:  # no sibling to batch with: alone, on the data prepared above
         return _run_claimed(lease, hb, device_pref, lease_s, observer, publish, job,
                             leader.data)
@@ -329,15 +421,25 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
     try:
         ends = replicas.ReplicaTrainer([m.spec for m in held], [m.data for m in held], xp,
                                        hooks).run() if held else []
-    except Exception as exc:  # e.g. out of memory: every member runs alone instead
-        log.warning("batch of %d replicas failed (%s); running them one by one", len(held),
-                    describe(exc))
-        if is_out_of_memory(exc):
+    except replicas.Incompatible as exc:  # splits of unequal shape: each runs alone
+        log.info("not batching %d replicas (%s)", len(held), exc)
+        alone, ends = [*held, *alone], []
+    except Exception as exc:
+        if is_out_of_memory(exc):  # the stack did not fit: every member runs alone
+            log.warning("batch of %d replicas ran out of memory (%s); running them one by "
+                        "one", len(held), describe(exc))
             _free_device_memory(xp)
-        alone = [*held, *alone]
-        ends = []
+        else:  # a bug in the batch path: loudly, and the members still get their runs
+            log.exception("batch of %d replicas failed; running them one by one",
+                          len(held))
+        alone, ends = [*held, *alone], []
+    finally:
+        hooks.close()
+    if hooks.error is not None and ends:  # a batch write failed past its retries
+        tb = "".join(traceback.format_exception(hooks.error))
+        ends = [replicas.ReplicaEnd(error=hooks.error, traceback=tb) for _ in ends]
     for m, end in zip(held, ends, strict=False):
-        statuses[m.lease.job_id] = _end_replica(m, end, lease_s, publish)
+        statuses[m.lease.job_id] = _end_replica(m, end, lease_s, publish, len(held))
     for m in alone:
         try:
             statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
@@ -347,13 +449,13 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
     return statuses.get(members[0].lease.job_id) or _LOST
 
 
-def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: bool
-                 ) -> str:
+def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: bool,
+                 stacked: int) -> str:
     """Store one replica's end through its own lease, as ``_run_claimed`` would."""
     job_id = m.lease.job_id
     try:
         if end.outcome is not None:
-            return _store(m.lease, m.job, end.outcome, lease_s, publish)
+            return _store(m.lease, m.job, end.outcome, lease_s, publish, stacked)
         exc = end.error
         if isinstance(exc, LeaseLost):
             log.warning("job %s: lease lost; abandoning it", job_id)

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import numpy as np
 from gradq.nn import optimizers as first_order
 from gradq.nn import second_order
-from gradq.nn.backend import to_numpy
 from gradq.nn.diagnostics import curvature, lanczos_extremes
 from gradq.nn.network import (
     Architecture,
@@ -30,7 +29,16 @@ from gradq.nn.network import (
 )
 from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm, penalty
-from gradq.workers.faults import failpoint
+
+from .loop import (
+    Measures,
+    Plan,
+    Snapshot,
+    blas_threads,
+    checkpoint_snapshot,
+    host_copy,
+    run_loop,
+)
 
 MetricRow = tuple[str, int, float, float, float]  # name, step, epoch, time_s, value
 
@@ -41,8 +49,8 @@ class Hooks(Protocol):
     def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
         """Store one log interval; return True when cancellation was requested."""
 
-    def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
-        """Store a checkpoint."""
+    def checkpoint(self, epoch: int, step: int, data: Snapshot) -> None:
+        """Store a checkpoint (``bytes(data)`` serialises it, on the caller's thread)."""
 
 
 class NullHooks:
@@ -56,8 +64,8 @@ class NullHooks:
         self.rows.extend(rows)
         return False
 
-    def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
-        self.checkpoints.append((epoch, step, data))
+    def checkpoint(self, epoch: int, step: int, data: Snapshot) -> None:
+        self.checkpoints.append((epoch, step, bytes(data)))
 
 
 @dataclass
@@ -152,31 +160,6 @@ def minibatch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 15485863]).permutation(n_train)
 
 
-def evaluate_sets(net: Network, sets: dict[str, tuple[Any, Any]], task: str
-                  ) -> dict[str, Any]:
-    """Loss (and accuracy) of ``net`` on every part, as device arrays: 0-d, or (R,) for
-    stacked replicas (no transfer here)."""
-    out: dict[str, Any] = {}
-    for part, (X, y) in sets.items():
-        z, _ = net.forward(X, train=False, reuse=True)  # z is used up before the next part
-        out[f"{part}_loss"] = net.output.forward(z, y)
-        if task == "classification":
-            if net.arch.output == "softmax":
-                hit = z.argmax(axis=-1) == y
-            else:
-                hit = (z[..., 0] > 0) == (y[..., 0] > 0.5)
-            out[f"{part}_accuracy"] = hit.mean(axis=-1)
-    return out
-
-
-def metric_values(metrics: dict[str, Any], xp: ModuleType) -> tuple[list[str], np.ndarray]:
-    """``evaluate_sets``'s names, and its values on the host as float64, (metrics,) or
-    (metrics, R): the one transfer per log interval."""
-    names = list(metrics)
-    return names, to_numpy(xp.stack([xp.asarray(metrics[k], dtype=xp.float64)
-                                     for k in names]))
-
-
 def finite_only(progress: dict[str, Any]) -> dict[str, Any]:
     """A diverged run's progress without its NaN and ±inf: the progress and final
     documents are JSON, which has neither (the metric rows keep them, stored explicitly)."""
@@ -196,32 +179,10 @@ def first_order_warnings(name: str, batch: int, n_train: int) -> list[str]:
     return []
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """Host arrays as the bytes of an ``.npz`` file (checkpoints and artifacts)."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 def host_state(state: Any) -> dict[str, np.ndarray]:
-    """An optimizer state's leaves as host arrays (a checkpoint's ``opt.*`` entries)."""
-    return {k: np.asarray(to_numpy(v) if hasattr(v, "dtype") else v)
+    """An optimizer state's leaves as host copies (a checkpoint's ``opt.*`` entries)."""
+    return {k: host_copy(v) if hasattr(v, "dtype") else np.asarray(v)
             for k, v in first_order.state_to_arrays(state).items()}
-
-
-def checkpoint_bytes(epoch: int, step: int, elapsed: float, params: Any, running: Any,
-                     opt: dict[str, np.ndarray], best: dict[str, Any] | None = None) -> bytes:
-    """A checkpoint as ``Trainer._restore`` reads it. ``best`` is early stopping's record
-    (None: nothing recorded, as when early stopping is off)."""
-    best = best or {"value": math.inf, "epoch": 0, "bad": 0, "params": None}
-    arrays = {"params": to_numpy(params), "running": to_numpy(running),
-              "meta": np.array([epoch, step, elapsed, best["value"], best["epoch"],
-                                best["bad"]], dtype=np.float64),
-              **{f"opt.{k}": v for k, v in opt.items()}}
-    if best["params"] is not None:
-        arrays["best_params"] = to_numpy(best["params"])
-        arrays["best_running"] = to_numpy(best["running"])
-    return npz_bytes(arrays)
 
 
 class Trainer:
@@ -250,25 +211,31 @@ class Trainer:
         self.n_train = len(data.X_train)
         self.batch = batch_size(spec, self.n_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
+        self.plan = Plan.of(spec, self.steps_per_epoch)
+        self.measures = Measures(self.net, self.sets, data.task, xp,
+                                 spec["training"].get("train_metrics", "full"))
 
     # ------------------------------------------------------------- helpers
     def initial_params(self) -> np.ndarray:
         return initial_flat(self.spec, self.data, self.arch, self.batch)
 
     def objective_and_grad(self, X: Any, y: Any, *, train: bool = True, rng: Any = None,
-                           update_running: bool = False, l1: bool = True) -> Any:
+                           update_running: bool = False, l1: bool = True,
+                           hits: bool | None = None) -> Any:
         """Data loss on (X, y); ``net.grads`` holds ∇(data loss + penalty).
 
-        ``l1=False`` leaves the L1 term out (a proximal step applies it instead)."""
-        loss = self.net.loss_and_grad(X, y, train=train, rng=rng,
-                                      update_running=update_running)
+        ``l1=False`` leaves the L1 term out (a proximal step applies it instead). ``hits``
+        (not None) returns (loss, accuracy or None), as ``Network.loss_and_grad`` does."""
+        out = self.net.loss_and_grad(X, y, train=train, rng=rng,
+                                     update_running=update_running, hits=hits)
         add_penalty_gradient(self.net.grads, self.net.params, self.net.n_weights, self.l2,
                              self.l1 if l1 else 0.0)
-        return loss
+        return out
 
-    def evaluate(self) -> dict[str, Any]:
-        """Loss (and accuracy) on every part, as device scalars (no transfer here)."""
-        return evaluate_sets(self.net, self.sets, self.data.task)
+    def evaluate(self) -> dict[str, float]:
+        """Loss (and accuracy) on every part at the current parameters (one pass)."""
+        names, values = self.measures.full.measure()
+        return {k: float(v) for k, v in zip(names, values, strict=True)}
 
     # ------------------------------------------------------------ objective
     def full_objective(self, p: Any, X: Any, y: Any) -> tuple[float, Any]:
@@ -321,114 +288,34 @@ class Trainer:
     # ----------------------------------------------------------------- run
     def run(self, resume: bytes | None = None) -> Outcome:
         """Train until epochs, max_steps, early stopping, cancellation or divergence."""
-        spec, xp, net = self.spec, self.xp, self.net
-        tr = spec["training"]
+        net = self.net
         self.stepper = make_stepper(self)
         initial = self.initial_params()
         net.set_flat(initial)
         initial_arrays = net.arrays()
         if self.stepper.name == "closed_form":
             return self._closed_form(initial_arrays)
-        state = self.stepper.init()
-        epoch, step, elapsed = 0, 0, 0.0
-        es = spec["regularization"]["early_stopping"]
-        best = {"value": math.inf, "epoch": 0, "params": None, "running": None, "bad": 0}
+        body = _RunBody(self, self.stepper.init())
+        epoch = step = 0
         resumed_from = None
         if resume is not None:
-            epoch, step, elapsed, state = self._restore(resume, state, best)
+            epoch, step, elapsed, body.state = self._restore(resume, body.state, body.best)
+            body.t0 -= elapsed
             resumed_from = {"epoch": epoch, "step": step}
-        log_every = tr["log_every"]
-        epochs = int(tr["epochs"])
-        max_steps = tr["max_steps"]
-        total_steps = epochs * self.steps_per_epoch
-        if max_steps is not None:
-            total_steps = min(total_steps, int(max_steps))
-        X, y = self.sets["train"]
-        t0 = time.perf_counter() - elapsed
-        time_limit = tr["time_limit_s"]
-        diag = list(tr["diagnostics"])
-        samples = 0
-        status, error = "succeeded", None
-        last_rows: list[MetricRow] = []
-        progress: dict[str, Any] = {}
-
-        def log_point() -> bool:
-            nonlocal last_rows, progress
-            names, values = metric_values(self.evaluate(), xp)
-            extra = self.diagnostics(diag)
-            now = time.perf_counter() - t0
-            ep = step / self.steps_per_epoch
-            pairs = [*zip(names, (float(v) for v in values), strict=True), *extra.items()]
-            rows = [(k, step, ep, now, v) for k, v in pairs]
-            last_rows = rows
-            progress = {"epoch": epoch, "epochs": epochs, "step": step, "steps": total_steps,
-                        **dict(pairs)}
-            train_loss = progress["train_loss"]
-            if not math.isfinite(train_loss):
-                progress = finite_only(progress)
-                self.hooks.log(rows, progress)
-                raise Diverged(step, train_loss)
-            return self.hooks.log(rows, progress)
-
+        body.epoch, body.step_ = epoch, step
         try:
-            if step == 0 and log_point():
-                status = "cancelled"
-            while status == "succeeded" and epoch < epochs and step < total_steps:
-                order = (minibatch_order(spec["seed"], epoch, self.n_train)
-                         if self.batch < self.n_train else None)
-                drop_rng = (xp.random.RandomState(
-                    (spec["seed"] * 1_000_003 + epoch) % (2**32))
-                    if self.arch.dropout_input or self.arch.dropout_hidden else None)
-                idx_dev = xp.asarray(order) if order is not None else None
-                for b in range(self.steps_per_epoch):
-                    if step >= total_steps:
-                        break
-                    if idx_dev is None:
-                        Xb, yb = X, y
-                    else:
-                        idx = idx_dev[b * self.batch:(b + 1) * self.batch]
-                        Xb, yb = X[idx], y[idx]
-                    state = self.stepper.step(Xb, yb, drop_rng, state)
-                    failpoint("step")
-                    step += 1
-                    samples += int(Xb.shape[0])
-                    if isinstance(log_every, int) and step % log_every == 0:
-                        if log_point():
-                            status = "cancelled"
-                            break
-                        if time_limit and time.perf_counter() - t0 > time_limit:
-                            break
-                if status != "succeeded":
-                    break
-                epoch += 1
-                at_epoch_end = step % self.steps_per_epoch == 0 or step >= total_steps
-                if log_every == "epoch" and at_epoch_end and log_point():
-                    status = "cancelled"
-                    break
-                if es is not None and self._early_stop(
-                        es, epoch, best,  # a log point at this step has measured it already
-                        final_metrics(progress) if progress.get("step") == step else None):
-                    break
-                if time_limit and time.perf_counter() - t0 > time_limit:
-                    status = "failed"
-                    error = f"training.time_limit_s: stopped after {time_limit:g} s"
-                    break
-                end = epoch >= epochs or step >= total_steps
-                if (epoch % int(tr["checkpoint_every"]) == 0 and not end) or (
-                        end and spec.get("_checkpoint_end")):  # a search trial at its rung
-                    self.hooks.checkpoint(epoch, step, self._snapshot(
-                        epoch, step, time.perf_counter() - t0, state, best))
-            if status == "succeeded" and progress.get("step") != step:
-                log_point()  # the last step, when log_every does not divide the run
+            with blas_threads(self.xp, self.batch, self.arch.sizes):
+                epoch, step = run_loop(self.plan, body, epoch, step)
         except Diverged as exc:
-            status, error = "diverged", str(exc)
-        run_s = time.perf_counter() - t0
-        final = final_metrics(progress)
-        if status == "succeeded" and es is not None and best["params"] is not None:
+            body.status, body.error = "diverged", str(exc)
+            epoch, step = body.epoch, body.step_
+        run_s = time.perf_counter() - body.t0
+        final = final_metrics(body.progress)
+        es, best = body.es, body.best
+        if body.status == "succeeded" and es is not None and best["params"] is not None:
             net.params[...] = best["params"]
             net.running[...] = best["running"]
-            names, values = metric_values(self.evaluate(), xp)
-            final.update({k: float(v) for k, v in zip(names, values, strict=True)})
+            final.update(self.evaluate())
         final.update({"epochs": epoch, "steps": step,
                       "best_epoch": best["epoch"] if es is not None else epoch})
         extra: dict[str, Any] = {}
@@ -436,9 +323,10 @@ class Trainer:
             extra["warnings"] = self.stepper.warnings
         if resumed_from is not None:
             extra["resumed_from"] = resumed_from
-        return Outcome(status=status, final=final, params=net.size, arrays=net.arrays(),
-                       initial=initial_arrays, run_s=run_s, samples=samples, error=error,
-                       last_rows=last_rows, progress=progress, extra=extra)
+        return Outcome(status=body.status, final=final, params=net.size, arrays=net.arrays(),
+                       initial=initial_arrays, run_s=run_s, samples=body.samples,
+                       error=body.error, last_rows=body.last_rows, progress=body.progress,
+                       extra=extra)
 
     def _closed_form(self, initial_arrays: dict[str, np.ndarray]) -> Outcome:
         """The exact minimiser of the regularised least-squares objective (SPEC §5)."""
@@ -461,8 +349,7 @@ class Trainer:
                        run_s, self.n_train, last_rows=rows, progress=progress)
 
     def _metric_rows(self, step: int, epoch: float, t: float) -> list[MetricRow]:
-        names, values = metric_values(self.evaluate(), self.xp)
-        return [(k, step, epoch, t, float(v)) for k, v in zip(names, values, strict=True)]
+        return [(k, step, epoch, t, v) for k, v in self.evaluate().items()]
 
     def _early_stop(self, es: dict[str, Any], epoch: int, best: dict[str, Any],
                     measured: dict[str, Any] | None = None) -> bool:
@@ -473,7 +360,7 @@ class Trainer:
         if metric not in metrics:
             raise ValueError(f"regularization.early_stopping.metric: {metric} is not "
                              "measured (is data.validation 0?)")
-        value = float(to_numpy(metrics[metric]))
+        value = float(metrics[metric])
         if metric.endswith("accuracy"):
             value = -value
         if value < best["value"] - float(es.get("min_delta", 0.0)):
@@ -485,13 +372,13 @@ class Trainer:
 
     # --------------------------------------------------------- checkpoints
     def _snapshot(self, epoch: int, step: int, elapsed: float, state: Any,
-                  best: dict[str, Any]) -> bytes:
-        return checkpoint_bytes(epoch, step, elapsed, self.net.params, self.net.running,
-                                host_state(state), best)
+                  best: dict[str, Any]) -> Snapshot:
+        return checkpoint_snapshot(epoch, step, elapsed, self.net.params, self.net.running,
+                                   host_state(state), best)
 
-    def _restore(self, data: bytes, state: Any, best: dict[str, Any]
+    def _restore(self, data: bytes | Snapshot, state: Any, best: dict[str, Any]
                  ) -> tuple[int, int, float, Any]:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         self.net.set_flat(arrays["params"], arrays["running"])
         epoch, step, elapsed, bvalue, bepoch, bad = arrays["meta"]
@@ -502,6 +389,93 @@ class Trainer:
         opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
         state = first_order.state_from_arrays(state, opt)
         return int(epoch), int(step), float(elapsed), state
+
+
+class _RunBody:
+    """``loop.Body`` for one run: its state, clock, curves and how it ended."""
+
+    def __init__(self, tr: Trainer, state: Any) -> None:
+        self.tr = tr
+        self.state = state
+        training = tr.spec["training"]
+        self.es = tr.spec["regularization"]["early_stopping"]
+        self.best: dict[str, Any] = {"value": math.inf, "epoch": 0, "params": None,
+                                     "running": None, "bad": 0}
+        self.time_limit = training["time_limit_s"]
+        self.diag = list(training["diagnostics"])
+        self.dropout = bool(tr.arch.dropout_input or tr.arch.dropout_hidden)
+        self.t0 = time.perf_counter()
+        self.status, self.error = "succeeded", None
+        self.samples = 0
+        self.last_rows: list[MetricRow] = []
+        self.progress: dict[str, Any] = {}
+        self.epoch = self.step_ = 0
+        self.X, self.y = tr.sets["train"]
+        self.idx: Any = None
+        self.rng: Any = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        tr, seed = self.tr, self.tr.spec["seed"]
+        self.epoch = epoch
+        self.idx = (tr.xp.asarray(minibatch_order(seed, epoch, tr.n_train))
+                    if tr.batch < tr.n_train else None)
+        self.rng = (tr.xp.random.RandomState((seed * 1_000_003 + epoch) % (2**32))
+                    if self.dropout else None)
+
+    def step(self, b: int) -> None:
+        if self.idx is None:
+            Xb, yb = self.X, self.y
+        else:
+            idx = self.idx[b * self.tr.batch:(b + 1) * self.tr.batch]
+            Xb, yb = self.X[idx], self.y[idx]
+        self.state = self.tr.stepper.step(Xb, yb, self.rng, self.state)
+        self.samples += int(Xb.shape[0])
+
+    def log(self, epoch: int, step: int) -> bool:
+        tr, plan = self.tr, self.tr.plan
+        self.epoch, self.step_ = epoch, step
+        names, values = tr.measures.measure(step)
+        extra = tr.diagnostics(self.diag)
+        now = time.perf_counter() - self.t0
+        ep = step / plan.steps_per_epoch
+        pairs = [*zip(names, (float(v) for v in values), strict=True), *extra.items()]
+        rows = [(k, step, ep, now, v) for k, v in pairs]
+        self.last_rows = rows
+        self.progress = {"epoch": epoch, "epochs": plan.epochs, "step": step,
+                         "steps": plan.total_steps, **dict(pairs)}
+        train_loss = self.progress["train_loss"]
+        if not math.isfinite(train_loss):
+            self.progress = finite_only(self.progress)
+            tr.hooks.log(rows, self.progress)
+            raise Diverged(step, train_loss)
+        if tr.hooks.log(rows, self.progress):
+            self.status = "cancelled"
+            return True
+        return False
+
+    def interrupted(self) -> bool:
+        return bool(self.time_limit) and time.perf_counter() - self.t0 > self.time_limit
+
+    def end_epoch(self, epoch: int, step: int) -> bool:
+        self.epoch, self.step_ = epoch, step
+        if self.es is not None and self.tr._early_stop(
+                self.es, epoch, self.best,  # a log point at this step has measured it already
+                final_metrics(self.progress) if self.progress.get("step") == step else None):
+            return True
+        if self.interrupted():
+            self.status = "failed"
+            self.error = f"training.time_limit_s: stopped after {self.time_limit:g} s"
+            return True
+        return False
+
+    def checkpoint(self, epoch: int, step: int) -> None:
+        tr = self.tr
+        tr.measures.reset()  # running sums restart here, as they do in a resumed run
+        tr.hooks.checkpoint(epoch, step, tr._snapshot(
+            epoch, step, time.perf_counter() - self.t0, self.state, self.best))
+
+    def live(self) -> bool:
+        return self.status == "succeeded"
 
 
 # --------------------------------------------------------------------- steppers
@@ -529,7 +503,13 @@ class FirstOrderStepper:
 
     def step(self, X: Any, y: Any, rng: Any, state: Any) -> Any:
         tr, net = self.tr, self.tr.net
-        tr.objective_and_grad(X, y, rng=rng, update_running=True, l1=not self.proximal)
+        m = tr.measures
+        if m.running:  # the minibatch's loss and accuracy count towards train_*
+            loss, hits = tr.objective_and_grad(X, y, rng=rng, update_running=True,
+                                               l1=not self.proximal, hits=m.classify)
+            m.add(loss, hits, int(X.shape[0]))
+        else:
+            tr.objective_and_grad(X, y, rng=rng, update_running=True, l1=not self.proximal)
         if tr.clip is not None:
             clip_by_global_norm(net.grads, float(tr.clip))
         state = first_order.apply_updates(self.transform, net.grads, state, net.params)
