@@ -491,27 +491,90 @@ def _print_compare(job_id: str, as_json: bool, png: Path | None = None) -> None:
     if rep.get("partial"):
         click.echo(f"partial: {rep['partial']}", err=True)
     click.echo(f"metric {rep['metric']} ({'lower' if rep['lower_is_better'] else 'higher'} "
-               "is better)")
-    table([(a["optimizer"], a["n"], a["mean"], a["std"], a["se"],
-            f"[{fmt(a['ci95'][0])}, {fmt(a['ci95'][1])}]" if a["ci95"] else "-",
-            a.get("excluded") or "")
-           for a in rep["arms"]], ("arm", "n", "mean", "std", "se", "ci95", "excluded"))
+               "is better); mean ± half-width of its 95% t-interval")
+    if rep.get("seeds"):
+        click.echo(f"seeds: tune {rep['seeds']['tune']}, eval {rep['seeds']['eval']}")
+    gap = any("gap" in a for a in rep["arms"])
+    stacked = any("stacked" in a for a in rep["arms"])
+    rows = []
+    for a in rep["arms"]:
+        row = [a["label"], a["n"], _pm(a["mean"], a["ci95"]), a["std"]]
+        if gap:
+            row.append(_pm(a["gap"]["mean"], a["gap"]["ci95"]) if a.get("gap") else "-")
+        if stacked:
+            st = a.get("stacked")
+            row.append(f"{st['stacked']}/{st['stacked'] + st['alone']}" if st else "-")
+        rows.append([*row, a.get("excluded") or ""])
+    table(rows, ["arm", "n", "mean ± 95%", "std", *(["gap ± 95%"] if gap else []),
+                 *(["stacked"] if stacked else []), "excluded"])
+    if gap:
+        click.echo("gap: test minus train value of the metric, per run (generalization gap)")
     better = rep.get("better") or []
     click.echo("better: " + ("; ".join(f"{a} > {b}" for a, b in better) if better
                              else "no arm's interval is wholly better than another's"))
-    for p in rep.get("paired") or []:
-        if p.get("significant"):
-            click.echo(f"paired: {p['a']} − {p['b']} = {fmt(p['mean'])} "
-                       f"[{fmt(p['ci95'][0])}, {fmt(p['ci95'][1])}]")
+    _print_pairs(rep)
     for a in rep["arms"]:
         if a.get("tuning"):
             t = a["tuning"]
-            click.echo(f"tuned {a['optimizer']} on {t['metric']}: chose {t['chosen']} from "
+            click.echo(f"tuned {a['label']} on {t['metric']}: chose {t['chosen']} from "
                        + ", ".join(f"{g['setting']}→{fmt(g.get(t['metric']))}"
                                    for g in t["grid"]))
+        if a.get("search"):
+            _print_search(a["label"], a["search"])
     if rep.get("notes"):
         for n in rep["notes"]:
             click.echo(f"note: {n}")
+
+
+def _pm(mean: float | None, ci95: list[float] | None) -> str:
+    """``mean ± half-width`` of a symmetric interval (``mean`` alone without one)."""
+    if mean is None:
+        return "-"
+    return f"{fmt(mean)} ± {fmt((ci95[1] - ci95[0]) / 2)}" if ci95 else fmt(mean)
+
+
+def _print_pairs(rep: dict[str, Any]) -> None:
+    """The paired differences, their p-values before and after Holm, survivors marked."""
+    rows = [p for p in rep.get("pairs") or [] if p["n"]]
+    if not rows:
+        return
+    tested = sum(1 for p in rows if p["p"] is not None)
+    click.echo(f"pairs: a − b over the seeds both ran; paired t-test, Holm-adjusted over "
+               f"{tested} pair{'' if tested == 1 else 's'}; * = survives Holm (p_holm < 0.05)")
+    if len(rows) > 15:  # a long table: the pairs with p < 0.05 before or after Holm
+        hidden = [p for p in rows if p["p"] is None or p["p"] >= 0.05]
+        rows = [p for p in rows if p not in hidden]
+        click.echo(f"({len(hidden)} pairs with p ≥ 0.05 not shown; --json lists every pair)")
+    table([(p["a"], p["b"], p["n"], p["diff"],
+            f"[{fmt(p['ci95'][0])}, {fmt(p['ci95'][1])}]" if p["ci95"] else "-",
+            p["p"], p["p_holm"], "*" if p["significant"] else "") for p in rows],
+          ("a", "b", "n", "diff", "ci95", "p", "p_holm", "holm"))
+
+
+def _print_search(label: str, sr: dict[str, Any]) -> None:
+    """One arm's search: its space, trials, chosen point, budget and expected best."""
+    space = "; ".join(f"{k} ~ {_space(v)}" for k, v in (sr.get("space") or {}).items())
+    budget = sr.get("budget") or {}
+    chosen = ", ".join(f"{k}={fmt(v)}" for k, v in sr["chosen"].items()) \
+        if sr.get("chosen") else "nothing yet"
+    click.echo(f"search {label}: {sr.get('method')} over {space or 'no space'}; "
+               f"{sr.get('trials')} trials, {sr.get('pruned', 0)} pruned, "
+               f"{sr.get('failed', 0)} failed; chose {chosen}; budget "
+               f"{budget.get('epochs', '-')} epochs, {budget.get('samples', '-')} samples, "
+               f"{fmt(budget.get('run_s'))} s")
+    eb = sr.get("expected_best") or []
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, len(eb)) if 1 <= k <= len(eb)})
+    if ks:
+        click.echo(f"  expected best {sr.get('metric', 'validation metric')} of k trials: "
+                   + ", ".join(f"k={k} {fmt(eb[k - 1])}" for k in ks))
+
+
+def _space(space: Any) -> str:
+    """``loguniform[1e-05, 1]`` for ``{loguniform: [1e-05, 1]}``; other values as they are."""
+    if isinstance(space, dict) and len(space) == 1:
+        ((kind, args),) = space.items()
+        return f"{kind}{args}"
+    return str(space)
 
 
 def _print_bagging(rep: dict[str, Any], as_json: bool) -> None:

@@ -1,11 +1,20 @@
 """A comparison's statistics (Goodfellow et al. §5.4: estimators, standard error, intervals).
 
 For each arm: n, mean, std (n − 1), standard error std/√n, and the 95% interval
-mean ± t(0.975, n − 1)·se. Arm A is ``better`` than B when A's interval lies wholly on the
-good side of B's (the book's rule). Seeds are paired — every arm sees the same split,
-minibatch order and initial parameters for a given seed — so the report also gives, per
-pair, the mean per-seed difference with its own t-interval, a sharper test. Failed or
-diverged children are listed and left out of the statistics, never averaged in silently.
+mean ± t(0.975, n − 1)·se, and the generalization gap (the test value of the metric minus
+its train value, per run) with its own interval. Arm A is ``better`` than B when A's
+interval lies wholly on the good side of B's (the book's rule). Seeds are paired — every
+arm sees the same split, minibatch order and, where shapes match, initial parameters for a
+given seed — so ``pairs`` also gives, for every pair of arms, the mean per-seed difference
+with its t-interval and the paired t-test's p-value, Holm-adjusted over all the pairs of the
+report so that a table of many pairs does not find differences in noise. Failed or
+diverged children are listed and left out of the statistics, never averaged in silently;
+tuning and search trials (``_phase`` tune or search) never enter them.
+
+A searched arm also reports the expected best validation metric after k trials drawn from
+its space, k = 1…trials: Dodge et al. (2019)'s expected maximum with Tang et al. (2020)'s
+correction, i.e. the exact expectation when the k trials are sampled *without
+replacement* from the n trials that ran (an unbiased estimator; see ``expected_best``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from .models import Job, JobStatus, Metric, Result
 from .queries import resolve
 from .spec import lower_is_better
 
+STATISTICS_PHASES = (None, "final")  # tuning runs and search trials are never pooled
+
 
 def interval(values: list[float]) -> dict[str, Any]:
     """n, mean, std, se and the t-interval of a sample."""
@@ -39,6 +50,108 @@ def interval(values: list[float]) -> dict[str, Any]:
     se = std / math.sqrt(n)
     h = float(stats.t.ppf(0.975, n - 1)) * se
     return {"n": n, "mean": mean, "std": std, "se": se, "ci95": [mean - h, mean + h]}
+
+
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """∫ y dx by the trapezoid rule (``np.trapezoid`` exists only from NumPy 2.0; gradq
+    supports NumPy ≥ 1.24)."""
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The paired comparison of a and b (same seeds, same order): n, the mean difference
+    a − b, its t-interval, and the two-sided paired t-test's p-value (None below 2 pairs;
+    0 or 1 when every difference is the same nonzero or zero number)."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    iv = interval(d)
+    doc: dict[str, Any] = {"n": iv["n"], "diff": iv["mean"], "ci95": iv["ci95"], "p": None}
+    if iv["ci95"] is not None:
+        if iv["se"] == 0:
+            doc["p"] = 1.0 if iv["mean"] == 0 else 0.0
+        else:
+            t = iv["mean"] / iv["se"]
+            doc["p"] = float(2 * stats.t.sf(abs(t), iv["n"] - 1))
+    return doc
+
+
+def holm(ps: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of the p-values that exist (None stays None): the i-th
+    smallest of m becomes max over j ≤ i of min(1, (m − j + 1)·p_(j)), so it is monotone
+    in p and capped at 1. Controls the family-wise error rate over all m tests."""
+    order = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
+    m = len(order)
+    out: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))  # type: ignore[operator]
+        out[i] = running
+    return out
+
+
+def expected_best(values: list[float | None], lower_is_better: bool) -> list[float | None]:
+    """E[best of k trials] for k = 1…n, from the n trials that ran (None: a failed trial).
+
+    Dodge et al. (2019) introduced the expected validation performance against the number
+    of trials; Tang et al. (2020) showed its with-replacement form is biased and gave the
+    unbiased one used here: draw the k trials without replacement from the n observed, so
+    with the values sorted worst first, v_(1) … v_(n), the best of k is v_(i) with
+    probability C(i − 1, k − 1) / C(n, k), and E = Σ_i v_(i)·C(i − 1, k − 1) / C(n, k).
+    (k = 1 gives the mean, k = n the best.) A failed trial ranks below every finished one;
+    while k is at most the number f of failures a draw can be all failures, whose value is
+    none, so E is None for k ≤ f and exact for k > f (failures then carry weight 0).
+    """
+    n = len(values)
+    done = [v for v in values if v is not None and math.isfinite(v)]
+    f = n - len(done)
+    ranked = sorted(done, reverse=lower_is_better)  # worst first, best last
+    out: list[float | None] = []
+    for k in range(1, n + 1):
+        if k <= f:
+            out.append(None)
+            continue
+        total = math.comb(n, k)
+        # the j-th finished value sits at position i = f + j (1-based) of all n
+        out.append(float(sum(v * (math.comb(f + j - 1, k - 1) / total)
+                             for j, v in enumerate(ranked, start=1))))
+    return out
+
+
+def capacity_x(value: Any) -> float | None:
+    """An arm's value of the varied key as a number: a number, or a list of numbers such as
+    ``model.hidden: [64, 64]`` taken as its sum (the hidden units in all, so that depth
+    and width both count as capacity). None when it is not numeric."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if (isinstance(value, list) and value
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        return float(sum(value))
+    return None
+
+
+def _capacity(order: list[str], overrides: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """When the arms' overrides differ in exactly one key and that key is numeric in every
+    arm: {key, labels, x} (arms in report order), the axis of the capacity figure, with
+    ``sum: true`` when a value was a list of several numbers (x is then their sum)."""
+    if len(order) < 2 or any(label not in overrides for label in order):
+        return None
+    keys = {k for label in order for k in overrides[label]}
+    missing = object()
+    varying = [k for k in sorted(keys)
+               if len({json.dumps(overrides[label].get(k, missing), sort_keys=True,
+                                  default=str) for label in order}) > 1]
+    if len(varying) != 1:
+        return None
+    key = varying[0]
+    xs = [capacity_x(overrides[label].get(key)) for label in order]
+    if any(x is None for x in xs):
+        return None
+    cap: dict[str, Any] = {"key": key, "labels": list(order), "x": xs}
+    if any(isinstance(overrides[label].get(key), list) and len(overrides[label][key]) > 1
+           for label in order):
+        cap["sum"] = True
+    return cap
 
 
 def _load(s: Session, parent: Job, metric: str
@@ -78,6 +191,25 @@ def _bagging_report(job: Job, res: Result | None) -> dict[str, Any]:
             "mean_member_error": float(np.mean([m["test_error"] for m in b["members"]]))}
 
 
+def _new_arm() -> dict[str, Any]:
+    return {"values": [], "train": [], "gaps": [], "runs": [], "excluded": {},
+            "reach_steps": [], "reach_time": [], "auc": [], "stacked": 0, "alone": 0}
+
+
+def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
+    """An arm's search as the report shows it (SPEC §6), from the parent's progress. With a
+    pruner, a trial's value is its validation metric at the last rung it reached (the
+    value the search decided on), so expected_best describes the search as it ran."""
+    values = entry.get("values") or []
+    doc = {k: entry.get(k) for k in ("space", "method", "trials", "pruned", "chosen",
+                                     "budget")}
+    if entry.get("metric"):
+        doc["metric"] = entry["metric"]
+    doc["failed"] = sum(1 for v in values if v is None or not math.isfinite(v))
+    doc["expected_best"] = expected_best(values, low)
+    return doc
+
+
 def build_report(parent_id: str) -> dict[str, Any]:
     """The SPEC §6 report document, readable while the comparison runs (marked partial)."""
     with session_scope() as s:
@@ -89,29 +221,33 @@ def build_report(parent_id: str) -> dict[str, Any]:
         kids, curves = _load(s, parent, metric)
     target = cmp.get("target")
     low = lower_is_better(metric)
+    train_metric = "train_" + metric[len("test_"):] if metric.startswith("test_") else None
+    progress = json.loads(parent.progress or "{}")
+    tuned = progress.get("tuning", {})
+    searched = progress.get("search") or {}
     arms: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     by_seed: dict[str, dict[int, float]] = defaultdict(dict)
     counts: dict[str, int] = defaultdict(int)
-    tuned = json.loads(parent.progress or "{}").get("tuning", {})
-    tune_counts: dict[str, int] = defaultdict(int)
     tune_bad: dict[str, dict[str, int]] = defaultdict(dict)
     index: dict[str, int] = {}  # the arm's place in the spec, or the fold's number
+    overrides: dict[str, dict[str, Any]] = {}
     for job, res in kids:
         cspec = json.loads(job.spec)
         label = cspec.get("_arm") or cspec["optimizer"]["name"]
         index.setdefault(label, cspec.get("_arm_index", cspec.get("_fold", [0, 0])[1]))
         status = JobStatus(job.status).value
         counts[status] += 1
-        if cspec.get("_phase") == "tune":  # tuning runs choose a setting; they are not pooled
-            tune_counts[label] += 1
-            if status in ("failed", "diverged", "cancelled"):
-                tune_bad[label][status] = tune_bad[label].get(status, 0) + 1
-            continue
         if label not in arms:
             order.append(label)
-            arms[label] = {"values": [], "runs": [], "excluded": {}, "reach_steps": [],
-                           "reach_time": [], "auc": []}
+            arms[label] = _new_arm()
+        phase = cspec.get("_phase")
+        if phase not in STATISTICS_PHASES:  # tuning runs choose a setting, trials search
+            if phase == "tune" and status in ("failed", "diverged", "cancelled"):
+                tune_bad[label][status] = tune_bad[label].get(status, 0) + 1
+            continue
+        if "_arm_overrides" in cspec:
+            overrides.setdefault(label, cspec["_arm_overrides"])
         arm = arms[label]
         if status in ("queued", "running"):
             continue  # not finished yet: the report is marked partial, nothing is excluded
@@ -125,6 +261,13 @@ def build_report(parent_id: str) -> dict[str, Any]:
             continue
         arm["values"].append(float(value))
         arm["runs"].append(job.id)
+        train = final.get(train_metric) if train_metric else None
+        if train is not None and math.isfinite(train):
+            arm["train"].append(float(train))
+            arm["gaps"].append(float(value) - float(train))
+        stacked = (json.loads(res.timing) or {}).get("stacked")
+        if stacked is not None:
+            arm["stacked" if stacked > 1 else "alone"] += 1
         seed_key = cspec["_fold"][1] if cspec.get("_fold") else job.seed
         by_seed[label][seed_key] = float(value)
         curve = curves.get(job.id)
@@ -132,23 +275,36 @@ def build_report(parent_id: str) -> dict[str, Any]:
             steps = np.array([c[0] for c in curve], dtype=np.float64)
             vals = np.array([c[2] for c in curve], dtype=np.float64)
             if len(steps) > 1 and steps[-1] > 0:
-                arm["auc"].append(float(np.trapezoid(vals, steps) / steps[-1]))
+                arm["auc"].append(trapezoid(vals, steps) / steps[-1])
             if target is not None:
                 hit = [c for c in curve if (c[2] <= target if low else c[2] >= target)]
                 arm["reach_steps"].append(hit[0][0] if hit else None)
                 arm["reach_time"].append(hit[0][1] if hit else None)
-    for label in tune_counts:  # a grid arm still tuning has no final runs yet
+    for label in searched:  # an arm still searching may have no child of its own listed
         if label not in arms:
             order.append(label)
-            arms[label] = {"values": [], "runs": [], "excluded": {}, "reach_steps": [],
-                           "reach_time": [], "auc": []}
+            arms[label] = _new_arm()
     order.sort(key=lambda label: index.get(label, 0))
+    optimizers = not cmp.get("arms")  # an optimizer comparison (or folds) keeps "optimizer"
     out_arms = []
     for label in order:
         a = arms[label]
-        doc = {"optimizer": label, **interval(a["values"]), "runs": a["runs"]}
+        doc: dict[str, Any] = {"label": label}
+        if optimizers:
+            doc["optimizer"] = label
+        doc.update({**interval(a["values"]), "runs": a["runs"]})
+        if train_metric:
+            gap = interval(a["gaps"])
+            train = interval(a["train"])
+            doc["gap"] = {"n": gap["n"], "mean": gap["mean"], "ci95": gap["ci95"]}
+            doc["train"] = {"metric": train_metric, "n": train["n"], "mean": train["mean"],
+                            "ci95": train["ci95"]}
+        if a["stacked"] or a["alone"]:
+            doc["stacked"] = {"stacked": a["stacked"], "alone": a["alone"]}
         if label in tuned:
             doc["tuning"] = tuned[label]
+        if label in searched:
+            doc["search"] = _search_doc(searched[label], low)
         if a["excluded"]:
             doc["excluded"] = a["excluded"]
         if a["auc"]:
@@ -166,46 +322,70 @@ def build_report(parent_id: str) -> dict[str, Any]:
             if a is b or not a["ci95"] or not b["ci95"]:
                 continue
             if (a["ci95"][1] < b["ci95"][0]) if low else (a["ci95"][0] > b["ci95"][1]):
-                better.append([a["optimizer"], b["optimizer"]])
-    paired = []
+                better.append([a["label"], b["label"]])
+    pairs = []
     for i, a in enumerate(order):
         for b in order[i + 1:]:
             common = sorted(set(by_seed[a]) & set(by_seed[b]))
-            d = [by_seed[a][s] - by_seed[b][s] for s in common]
-            iv = interval(d)
-            doc = {"a": a, "b": b, **iv}
-            if iv["ci95"]:
-                lo, hi = iv["ci95"]
-                doc["significant"] = bool(lo > 0 or hi < 0)
-                if doc["significant"]:
-                    a_wins = (hi < 0) if low else (lo > 0)
-                    doc["better"] = a if a_wins else b
-            paired.append(doc)
+            pairs.append({"a": a, "b": b, **paired([by_seed[a][s] for s in common],
+                                                   [by_seed[b][s] for s in common])})
+    for p, adjusted in zip(pairs, holm([p["p"] for p in pairs]), strict=True):
+        p["p_holm"] = adjusted
+        p["significant"] = adjusted is not None and adjusted < 0.05
     total = len(kids)
     done = sum(v for k, v in counts.items() if k in ("succeeded", "failed", "diverged",
                                                      "cancelled"))
-    notes = []
-    for a in out_arms:
-        if a.get("excluded"):
-            ex = ", ".join(f"{v} {k}" for k, v in a["excluded"].items())
-            notes.append(f"{a['optimizer']}: statistics over {a['n']} runs; excluded {ex}")
-        if tune_bad.get(a["optimizer"]):  # tuning runs are never pooled, but say what failed
-            ex = ", ".join(f"{v} {k}" for k, v in tune_bad[a["optimizer"]].items())
-            notes.append(f"{a['optimizer']}: tuning runs left out of the grid: {ex}")
-        if a.get("tuning") and a["tuning"].get("chosen") is None:
-            notes.append(f"{a['optimizer']}: no grid setting finished tuning; no final runs")
+    notes = _notes(out_arms, tune_bad, train_metric)
     rep: dict[str, Any] = {
         "id": parent.id, "status": JobStatus(parent.status).value, "metric": metric,
-        "lower_is_better": low, "arms": out_arms, "better": better, "paired": paired,
+        "lower_is_better": low, "arms": out_arms, "better": better, "pairs": pairs,
         "children": dict(counts), "notes": notes,
         "partial": (f"{total - done} of {total} runs not finished" if done < total else None),
     }
+    if progress.get("seeds"):
+        rep["seeds"] = {"tune": progress["seeds"].get("tune", []),
+                        "eval": progress["seeds"].get("eval", [])}
+    if progress.get("shapes") and len(set(progress["shapes"].values())) > 1:
+        rep["shapes"] = progress["shapes"]
+        shapes = progress["shapes"]
+        notes.append("arms differ in shape (" + ", ".join(
+            f"{k}: {shapes[k]}" for k in order if k in shapes)
+            + "), so not all of them share initial parameters")
+    capacity = _capacity(order, overrides)
+    if capacity is not None:
+        rep["capacity"] = capacity
     return rep
+
+
+def _notes(arms: list[dict[str, Any]], tune_bad: dict[str, dict[str, int]],
+           train_metric: str | None) -> list[str]:
+    """What the statistics leave out, in words."""
+    notes = []
+    for a in arms:
+        label = a["label"]
+        if a.get("excluded"):
+            ex = ", ".join(f"{v} {k}" for k, v in a["excluded"].items())
+            notes.append(f"{label}: statistics over {a['n']} runs; excluded {ex}")
+        if tune_bad.get(label):  # tuning runs are never pooled, but say what failed
+            ex = ", ".join(f"{v} {k}" for k, v in tune_bad[label].items())
+            notes.append(f"{label}: tuning runs left out of the grid: {ex}")
+        if a.get("tuning") and a["tuning"].get("chosen") is None:
+            notes.append(f"{label}: no grid setting finished tuning; no final runs")
+        if a.get("search") and a["search"]["failed"]:
+            sr = a["search"]
+            notes.append(f"{label}: {sr['failed']} of {sr['trials']} search trials failed; "
+                         "ranked worst in expected_best (None while k trials could all "
+                         "be failures)")
+        if train_metric and 0 < a["gap"]["n"] < a["n"]:
+            notes.append(f"{label}: gap over {a['gap']['n']} of {a['n']} runs (the others "
+                         f"stored no {train_metric})")
+    return notes
 
 
 def mean_curves(parent_id: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray,
                                                                  np.ndarray]]:
-    """Per arm: (steps, mean, half-width of the 95% band) of a metric's curve over seeds."""
+    """Per arm: (steps, mean, half-width of the 95% band) of a metric's curve over seeds
+    (the runs that enter the statistics: no tuning runs, no search trials)."""
     with session_scope() as s:
         parent = resolve(s, parent_id)
         if parent.kind != "compare":
@@ -221,7 +401,7 @@ def mean_curves(parent_id: str, metric: str) -> dict[str, tuple[np.ndarray, np.n
         if not c:
             continue
         cspec = json.loads(job.spec)
-        if cspec.get("_phase") == "tune":
+        if cspec.get("_phase") not in STATISTICS_PHASES:
             continue
         label = cspec.get("_arm") or job.id[:8]
         steps = np.array([p[0] for p in c])

@@ -190,8 +190,8 @@ def test_paired_design_same_split_start_and_minibatch_order(tmp_path: Path) -> N
         assert curves[(arm, 0)]["train_loss"]["value"][0] != \
             curves[(arm, 1)]["train_loss"]["value"][0]
     # and the report pairs the runs by seed: sgd − momentum(μ=0) is exactly zero
-    pair = next(p for p in rep["paired"] if {p["a"], p["b"]} == {SGD, MOMENTUM0})
-    assert pair["n"] == 2 and pair["mean"] == pytest.approx(0.0, abs=1e-7)
+    pair = next(p for p in rep["pairs"] if {p["a"], p["b"]} == {SGD, MOMENTUM0})
+    assert pair["n"] == 2 and pair["diff"] == pytest.approx(0.0, abs=1e-7)
 
 
 def test_paired_design_initial_artifacts_are_identical_across_arms(tmp_path: Path) -> None:
@@ -357,7 +357,7 @@ def test_k_fold_reports_like_a_comparison_over_folds(tmp_path: Path) -> None:
     assert arm["std"] == pytest.approx(statistics.stdev(values), rel=1e-9)
     assert arm["ci95"][0] < arm["mean"] < arm["ci95"][1]
     # the human report names the one arm, and says nothing is missing
-    assert rep["notes"] == [] and rep["paired"] == []
+    assert rep["notes"] == [] and rep["pairs"] == []
     assert cli_json("status", rep["id"])["progress"]["children"]["succeeded"] == 3
     assert "adam" in cli("report", rep["id"])
 

@@ -1,6 +1,7 @@
 """A comparison's report, checked against numbers recomputed here from what the children
 stored (SPEC §6): n, mean, std (n − 1), se, the t-interval, the book's ``better`` rule, the
-paired per-seed differences, excluded children, ``partial``, ``target`` and ``auc``.
+paired per-seed differences (``pairs``: t-intervals, paired t-tests, Holm), excluded
+children, ``partial``, ``target`` and ``auc``.
 
 Nothing here calls ``report.interval`` to get its expectations: every interval below is
 computed with ``scipy.stats.t.interval`` or by hand.
@@ -84,7 +85,7 @@ def check_statistics(rep: dict[str, Any], docs: list[dict[str, Any]]) -> None:
     by_arm = finals_by_arm(docs, metric)
     intervals = {}
     for arm in rep["arms"]:
-        runs = by_arm.get(arm["optimizer"], {})
+        runs = by_arm.get(arm["label"], {})
         values = [v for _, v in runs.values()]
         assert arm["n"] == len(values)
         assert sorted(arm["runs"]) == sorted(i for i, _ in runs.values())
@@ -95,35 +96,53 @@ def check_statistics(rep: dict[str, Any], docs: list[dict[str, Any]]) -> None:
             assert_close(arm["se"], se)
             assert_close(arm["ci95"][0], ci[0])
             assert_close(arm["ci95"][1], ci[1])
-            intervals[arm["optimizer"]] = ci
+            intervals[arm["label"]] = ci
     # the book's rule: A beats B when A's interval lies wholly on the good side of B's
     expected = {(a, b) for a, ia in intervals.items() for b, ib in intervals.items()
                 if a != b and ((ia[1] < ib[0]) if low else (ia[0] > ib[1]))}
     assert {tuple(p) for p in rep["better"]} == expected
-    # paired: the mean per-seed difference a − b over the seeds both arms finished
-    labels = [a["optimizer"] for a in rep["arms"]]
-    assert [(p["a"], p["b"]) for p in rep["paired"]] == [
+    # pairs: the mean per-seed difference a − b over the seeds both arms finished, its
+    # t-interval, the paired t-test (scipy's ttest_rel) and Holm's adjustment over all pairs
+    labels = [a["label"] for a in rep["arms"]]
+    assert [(p["a"], p["b"]) for p in rep["pairs"]] == [
         (a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
-    for p in rep["paired"]:
+    expected_p: dict[tuple[str, str], float] = {}
+    for p in rep["pairs"]:
         ra, rb = by_arm.get(p["a"], {}), by_arm.get(p["b"], {})
         seeds = sorted(set(ra) & set(rb))
-        diffs = [ra[s][1] - rb[s][1] for s in seeds]
+        xa, xb = [ra[s][1] for s in seeds], [rb[s][1] for s in seeds]
+        diffs = [x - y for x, y in zip(xa, xb, strict=True)]
         assert p["n"] == len(diffs)
         if len(diffs) < 2:
-            assert p["ci95"] is None
+            assert p["ci95"] is None and p["p"] is None and p["p_holm"] is None
+            assert p["significant"] is False
             continue
-        mean, std, se, ci = t_interval(diffs)
-        assert_close(p["mean"], mean)
-        assert_close(p["std"], std)
+        mean, _, _, ci = t_interval(diffs)
+        assert_close(p["diff"], mean)
         assert_close(p["ci95"][0], ci[0], rel=1e-7)
         assert_close(p["ci95"][1], ci[1], rel=1e-7)
-        significant = ci[0] > 0 or ci[1] < 0
-        assert p["significant"] is significant
-        if significant:
-            a_wins = (ci[1] < 0) if low else (ci[0] > 0)
-            assert p["better"] == (p["a"] if a_wins else p["b"])
+        if len(set(diffs)) == 1:  # no spread: t is 0/0 or ±inf (scipy says nan)
+            expected_p[(p["a"], p["b"])] = 1.0 if diffs[0] == 0 else 0.0
         else:
-            assert "better" not in p
+            expected_p[(p["a"], p["b"])] = float(stats.ttest_rel(xa, xb).pvalue)
+        assert p["p"] == pytest.approx(expected_p[(p["a"], p["b"])], rel=1e-6, abs=1e-15)
+    holm = holm_by_hand(expected_p)
+    for p in rep["pairs"]:
+        if (p["a"], p["b"]) in holm:
+            assert p["p_holm"] == pytest.approx(holm[(p["a"], p["b"])], rel=1e-6, abs=1e-15)
+            assert p["significant"] is (holm[(p["a"], p["b"])] < 0.05)
+
+
+def holm_by_hand(ps: dict[Any, float]) -> dict[Any, float]:
+    """Holm (1979), written out: reject in order of p while p_(j) ≤ α/(m − j + 1); as an
+    adjusted p-value, p̃_(i) = max over j ≤ i of min(1, (m − j + 1)·p_(j))."""
+    ranked = sorted(ps.items(), key=lambda kv: kv[1])
+    m = len(ranked)
+    out, best = {}, 0.0
+    for j, (key, p) in enumerate(ranked, start=1):
+        best = max(best, min(1.0, (m - j + 1) * p))
+        out[key] = best
+    return out
 
 
 # ------------------------------------------------------- report.interval units
@@ -199,10 +218,12 @@ def test_report_matches_statistics_recomputed_from_stored_results(
     sgd, momentum, adam = LABELS
     assert [adam, sgd] in rep["better"] and [momentum, sgd] in rep["better"]
     assert [sgd, adam] not in rep["better"]
-    paired = {(p["a"], p["b"]): p for p in rep["paired"]}
-    assert paired[(sgd, adam)]["significant"] and paired[(sgd, adam)]["better"] == adam
+    pairs = {(p["a"], p["b"]): p for p in rep["pairs"]}
+    assert pairs[(sgd, adam)]["significant"] and pairs[(sgd, adam)]["p_holm"] < 0.05
     # sgd − adam: a larger loss, a smaller accuracy
-    assert (paired[(sgd, adam)]["mean"] > 0) is low
+    assert (pairs[(sgd, adam)]["diff"] > 0) is low
+    # an optimizer comparison's arms keep "optimizer", equal to the label
+    assert all(a["optimizer"] == a["label"] for a in rep["arms"])
     assert rep["partial"] is None and rep["notes"] == [] and rep["status"] == "succeeded"
 
 
@@ -234,7 +255,7 @@ def test_an_arm_whose_runs_all_diverge_is_reported_and_left_out(tmp_path: Path) 
     assert rep["children"] == {"diverged": 3, "succeeded": 3}
     assert rep["notes"] == ["sgd(lr=1000000.0): statistics over 0 runs; excluded 3 diverged"]
     assert rep["better"] == []
-    assert rep["paired"][0]["n"] == 0
+    assert rep["pairs"][0]["n"] == 0
     check_statistics(rep, docs)
     out = cli("report", rep["id"])
     assert "note: sgd(lr=1000000.0): statistics over 0 runs; excluded 3 diverged" in out
@@ -330,7 +351,7 @@ def test_one_diverged_child_is_left_out_and_the_rest_are_counted(tmp_path: Path)
             if d["arm"] == "sgd(lr=0.1)" and d["status"] == "succeeded"]
     assert_close(sgd["mean"], statistics.fmean(good))
     # the paired difference uses only the seeds both arms finished
-    assert rep["paired"][0]["n"] == 2
+    assert rep["pairs"][0]["n"] == 2
     check_statistics(rep, docs)
 
 
