@@ -8,29 +8,17 @@ the environment variable ``OUT`` names a folder, writes them to ``$OUT/<name>.js
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import sys
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-# ``benchmarks/queue.py`` shadows the standard library's ``queue`` (which psycopg, redis and
-# kombu import) while this folder leads sys.path, as it does for ``python benchmarks/x.py``:
-# import the real one first, so that it is the one in sys.modules, then look here last.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if "queue" not in sys.modules:
-    _path = sys.path
-    sys.path = [p for p in _path if os.path.abspath(p or os.curdir) != _HERE]
-    import queue  # noqa: F401
-    sys.path = [*sys.path, _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def parser(description: str) -> argparse.ArgumentParser:

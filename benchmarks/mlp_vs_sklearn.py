@@ -19,10 +19,7 @@ The order of the contenders alternates between repetitions, so that a drift in m
 load (a shared runner) falls on both. The machine, its load, the library versions and the
 BLAS thread counts are printed with the figures.
 
-    python -P benchmarks/mlp_vs_sklearn.py [--epochs 5] [--reps 5] [--threads N] [--json]
-
-(``-P`` keeps this folder off ``sys.path``, so that a sibling script such as
-``benchmarks/queue.py`` cannot shadow the standard library module of its name.)
+    python benchmarks/mlp_vs_sklearn.py [--epochs 5] [--reps 5] [--threads N] [--json]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ evaluates its training loss before and after the epoch, on both sides. Target (i
 default (``--samples``), which the output states.
 
 What is timed is training (data already on the device, no database): the scheduler's
-bookkeeping per child is what ``queue.py`` measures.
+bookkeeping per child is what ``queue_latency.py`` measures.
 
     python benchmarks/sweep.py [--quick] [--device cpu|cuda] [--samples N]
 """

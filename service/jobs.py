@@ -22,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .compare import Kid, NewJob, advance, settled_trial, tunes
 from .db import session_scope
+from .errors import InvalidTransition, JobNotFound
 from .models import (
     FINISHED,
     Artifact,
@@ -35,22 +35,12 @@ from .models import (
     Result,
     utcnow,
 )
+from .newjob import NewJob
 from .settings import get_settings
-from .spec import canonical_json
 
 
 class LeaseLost(RuntimeError):
     """This worker no longer holds the job: its writes are refused."""
-
-
-class JobNotFound(LookupError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job with id {job_id!r}")
-        self.job_id = job_id
-
-
-class InvalidTransition(RuntimeError):
-    """The job is not in a state that allows the requested change."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +70,9 @@ def json_safe(obj: Any) -> Any:
 
 
 def _dumps(obj: Any) -> str:
+    # spec pulls in YAML and NumPy: imported here, so the read commands never load them
+    from .spec import canonical_json
+
     return canonical_json(json_safe(obj))
 
 
@@ -545,6 +538,10 @@ def _advance(s: Session, parent: Job) -> list[str]:
     next rung (succeeded → queued, a larger epoch budget; they resume from their
     checkpoint), drop pruned trials' checkpoints, and record it all in the parent's
     progress. Returns the ids to publish (new and promoted jobs)."""
+    # compare (planning, with spec validation) is loaded only where a comparison decides
+    # something, so that read commands stay light; compare never imports jobs (no cycle)
+    from .compare import Kid, advance, tunes
+
     spec = json.loads(parent.spec)
     if not tunes(spec):
         return []
@@ -621,6 +618,8 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                 "cancelled jobs can be retried")
         if job.kind == "compare":
             # a search trial whose part is over (pruned, or its arm decided) stays as it is
+            from .compare import settled_trial
+
             progress = json.loads(job.progress or "{}")
             todo = [(r.id, r.queue, r.priority) for r in s.execute(
                 sa.select(Job.id, Job.queue, Job.priority, Job.spec)

@@ -11,12 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .errors import UsageError  # noqa: E402
+
 
 def plot_curves(docs: list[dict[str, Any]], path: Path) -> Path:
     """One panel per metric, one line per job (several jobs are overlaid)."""
     names = sorted({m for d in docs for m in d["metrics"]})
     if not names:
-        raise LookupError("no learning curves to plot")
+        raise UsageError("no learning curves to plot")
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.6 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         for d in docs:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from .db import session_scope
-from .jobs import JobNotFound, to_utc
+from .errors import AmbiguousJob, JobNotFound, NotFound
+from .jobs import to_utc
 from .models import Artifact, Job, JobStatus, Metric, Result
-
-
-class AmbiguousJob(LookupError):
-    pass
 
 
 def resolve(s: sa.orm.Session, job_id: str) -> Job:
@@ -106,24 +104,35 @@ def result(job_id: str, url: str | None = None) -> dict[str, Any]:
 
 def status(job_id: str, url: str | None = None) -> dict[str, Any]:
     """The result document plus ``progress`` (a comparison: children counted by status)."""
+    return statuses([job_id], url)[0]
+
+
+def statuses(job_ids: Sequence[str], url: str | None = None) -> list[dict[str, Any]]:
+    """:func:`status` of each id, in order, read in one transaction (one consistent view).
+
+    An unknown or ambiguous id raises before anything is returned.
+    """
     with session_scope(url) as s:
-        job = resolve(s, job_id)
-        doc = _single(s, job)
-        progress = json.loads(job.progress or "{}")
-        if job.kind == "compare":
-            counts = dict(s.execute(sa.select(Job.status, sa.func.count())
-                                    .where(Job.parent_id == job.id)
-                                    .group_by(Job.status)).all())
-            children = {st.value: 0 for st in JobStatus}
-            children.update({JobStatus(k).value: v for k, v in counts.items()})
-            kept = {k: progress[k] for k in ("seeds", "shapes") if k in progress}
-            searches = _search_progress(s, job.id, progress.get("search", {}))
-            progress = {"children": children, "total": sum(children.values()), **kept}
-            if searches:
-                progress["search"] = searches
-        doc["progress"] = progress
-        doc["traceback"] = job.traceback
-        doc["heartbeat_at"] = _iso(job.heartbeat_at)
+        return [_status(s, resolve(s, job_id)) for job_id in job_ids]
+
+
+def _status(s: sa.orm.Session, job: Job) -> dict[str, Any]:
+    doc = _single(s, job)
+    progress = json.loads(job.progress or "{}")
+    if job.kind == "compare":
+        counts = dict(s.execute(sa.select(Job.status, sa.func.count())
+                                .where(Job.parent_id == job.id)
+                                .group_by(Job.status)).all())
+        children = {st.value: 0 for st in JobStatus}
+        children.update({JobStatus(k).value: v for k, v in counts.items()})
+        kept = {k: progress[k] for k in ("seeds", "shapes") if k in progress}
+        searches = _search_progress(s, job.id, progress.get("search", {}))
+        progress = {"children": children, "total": sum(children.values()), **kept}
+        if searches:
+            progress["search"] = searches
+    doc["progress"] = progress
+    doc["traceback"] = job.traceback
+    doc["heartbeat_at"] = _iso(job.heartbeat_at)
     return doc
 
 
@@ -193,7 +202,7 @@ def artifact(job_id: str, name: str = "model", url: str | None = None) -> bytes:
                                                         Artifact.name == name)).scalar()
         if data is None:
             state = JobStatus(job.status).value
-            raise LookupError(f"job {job.id} has no {name} parameters (it is {state})")
+            raise NotFound(f"job {job.id} has no {name} parameters (it is {state})")
         return bytes(data)
 
 

@@ -30,6 +30,7 @@ from scipy import stats
 from sqlalchemy.orm import Session
 
 from .db import session_scope
+from .errors import UsageError
 from .models import Job, JobStatus, Metric, Result
 from .queries import resolve
 from .spec import lower_is_better
@@ -182,7 +183,7 @@ def _bagging_report(job: Job, res: Result | None) -> dict[str, Any]:
     jid = job.id
     extra = json.loads(res.extra) if res is not None else {}
     if "bagging" not in extra:
-        raise ValueError(f"job {jid} is a train job without bagging; report is for "
+        raise UsageError(f"job {jid} is a train job without bagging; report is for "
                          "comparisons (kind: compare or data.folds) and bagging jobs")
     b = extra["bagging"]
     return {"id": jid, "kind": "bagging", "status": status, "models": b["models"],
@@ -389,7 +390,7 @@ def mean_curves(parent_id: str, metric: str) -> dict[str, tuple[np.ndarray, np.n
     with session_scope() as s:
         parent = resolve(s, parent_id)
         if parent.kind != "compare":
-            raise ValueError(f"job {parent.id} is a {parent.kind} job; report is for "
+            raise UsageError(f"job {parent.id} is a {parent.kind} job; report is for "
                              "comparisons (kind: compare or data.folds)")
         kids, curves = _load(s, parent, metric)
     groups: dict[str, list[np.ndarray]] = defaultdict(list)

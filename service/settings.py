@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import SettingsError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,13 +25,18 @@ class Settings:
     max_dataset_bytes: int
     max_replicas: int
 
+    @property
+    def cache_dir(self) -> Path:
+        """Datasets kept on disk by content hash: stored ones fetched, built-ins made once."""
+        return self.home / "cache"
+
     @classmethod
     def from_env(cls) -> Settings:
         # an empty variable means unset, as for the numbers below
         home = Path(os.environ.get("GRADQ_HOME") or "~/.gradq").expanduser()
         device = os.environ.get("GRADQ_DEVICE", "auto")
         if device not in ("auto", "cuda", "cpu"):
-            raise ValueError(f"GRADQ_DEVICE: {device!r} is not one of auto, cuda, cpu")
+            raise SettingsError(f"GRADQ_DEVICE: {device!r} is not one of auto, cuda, cpu")
         return cls(
             home=home,
             database_url=os.environ.get("GRADQ_DATABASE_URL") or f"sqlite:///{home / 'gradq.db'}",
@@ -51,11 +58,11 @@ def _number(name: str, default: float, kind: type, minimum: float) -> float:
         value = kind(raw)
     except ValueError:
         article = "an" if kind is int else "a"
-        raise ValueError(f"{name}: {raw!r} is not {article} {kind.__name__}") from None
+        raise SettingsError(f"{name}: {raw!r} is not {article} {kind.__name__}") from None
     if not math.isfinite(value):  # nan would pass the minimum check; inf breaks timedelta
-        raise ValueError(f"{name}: {raw!r} is not a finite number")
+        raise SettingsError(f"{name}: {raw!r} is not a finite number")
     if value < minimum:
-        raise ValueError(f"{name}: {raw} is below the minimum {minimum}")
+        raise SettingsError(f"{name}: {raw} is below the minimum {minimum}")
     return value
 
 

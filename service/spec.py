@@ -27,6 +27,8 @@ import yaml
 from gradq.nn.datasets import BUILTIN
 from gradq.nn.optimizers import FIRST_ORDER_DEFAULTS
 
+from .errors import UsageError
+
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_MAX_BYTES",
@@ -68,7 +70,7 @@ user gave the key a non-null value, ``"dotted.key=value"`` when the normalised v
 the YAML value (or, for a list, contains it). The value names the feature for the message."""
 
 
-class SpecError(ValueError):
+class SpecError(UsageError, ValueError):
     """An invalid spec: ``str(e)`` is one line, ``"<dotted.path>: <message>"``."""
 
     def __init__(self, path: str, message: str) -> None:

@@ -63,7 +63,9 @@ def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepare
 
             ds = parse_bytes(fetch_dataset_bytes(reg_hash), "npz", name=name, task=task)
         else:
-            ds = load_builtin(spec["data"]["dataset"])
+            # made once per process (``gradq run``'s runner gets the same arrays) and
+            # cached on disk for the next process
+            ds = load_builtin(spec["data"]["dataset"], cache_dir=settings.cache_dir)
     except DatasetError as exc:
         raise SpecError("data.dataset", str(exc)) from None
     check_fit(spec, ds)

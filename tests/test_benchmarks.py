@@ -45,19 +45,41 @@ def test_mlp_step_reports_gradq_and_torch_per_step(tmp_path: Path) -> None:
     assert doc["sane"]
 
 
-def test_flops_reports_achieved_against_the_large_matmul(tmp_path: Path) -> None:
+def _bench_module(name: str):  # noqa: ANN202 - a benchmark script's module
+    sys.path.insert(0, str(BENCH))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_flops_reports_model_and_hardware_flops(tmp_path: Path) -> None:
     doc = run_script("flops", tmp_path, "--device", "cpu")
+    m = doc["model"]
     assert doc["achieved_gflops"] > 0 and doc["large_matmul"]["gflops"] > 0
     assert doc["fraction_of_large_matmul"] > 0
-    assert doc["model"]["flop_per_step"] == 6 * doc["model"]["params"] * doc["model"]["batch"]
+    assert m["flop_per_step"] == 6 * m["params"] * m["batch"]
+    assert 0 < m["hardware_flop_per_step"] < m["flop_per_step"]
+    ratio = m["hardware_flop_per_step"] / m["flop_per_step"]
+    assert doc["achieved_hardware_gflops"] == pytest.approx(doc["achieved_gflops"] * ratio,
+                                                            abs=0.1)  # both rounded to 0.1
+    assert doc["products_alone_gflops"] > 0 and doc["hardware_fraction_of_products_alone"] > 0
+    assert doc["target"].endswith("in hardware FLOPs")
+
+
+def test_flop_counts_by_hand() -> None:
+    flop_counts = _bench_module("flops").flop_counts
+    # 3-4-2 on 5 rows: 26 parameters. Products: layer 0 forward and ∂W, 2·5·3·4 each (its
+    # ∂input is skipped); layer 1 forward, ∂W and ∂input, 2·5·4·2 each; biases 2·5·(4+2).
+    assert flop_counts((3, 4, 2), 5) == {"model": 6 * 26 * 5, "params": 26,
+                                         "hardware": 2 * 120 + 3 * 80 + 60}
+    # the figure: on 1024-1024-1024-10 only 83% of the 6N count is done
+    big = flop_counts((1024, 1024, 1024, 10), 512)
+    assert big["hardware"] / big["model"] == pytest.approx(0.834, abs=0.001)
 
 
 def test_flops_knows_the_fp32_peak_of_the_cards() -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        from flops import peak_tflops
-    finally:
-        sys.path.remove(str(BENCH))
+    peak_tflops = _bench_module("flops").peak_tflops
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 67.0
     assert peak_tflops("NVIDIA H100 PCIe") == 51.2
     assert peak_tflops("NVIDIA H200") == 67.0
@@ -72,11 +94,32 @@ def test_sweep_reports_batched_replicas_against_a_torch_loop(tmp_path: Path) -> 
     assert set(doc["mean_final_train_loss_by_optimizer"]["gradq"]) == set(doc["optimizers"])
 
 
+def test_cli_latency_reports_each_command_against_its_target(tmp_path: Path) -> None:
+    doc = run_script("cli_latency", tmp_path)
+    assert doc["jobs"] == 50
+    commands = {"help", "ls", "status", "status_many", "python_bare", "python_sqlalchemy_orm"}
+    assert set(doc["median_s"]) == commands and all(v > 0 for v in doc["median_s"].values())
+    assert set(doc["median_cpu_s"]) == commands
+    assert set(doc["verdicts"]) == set(doc["targets_s"]) == {"help", "ls", "status"}
+    many = doc["status_many"]
+    assert many["ids"] == 50
+    assert many["one_call_per_id_s"] == pytest.approx(doc["median_s"]["status"] * 50, abs=0.01)
+
+
+def test_dataset_load_reports_source_against_cache(tmp_path: Path) -> None:
+    doc = run_script("dataset_load", tmp_path)
+    assert doc["dataset"] == "iris" and doc["shape"] == [150, 4]
+    assert set(doc["median_s"]) == {"source", "cache"}
+    assert all(v > 0 for v in doc["median_s"].values())
+    assert len(doc["cache_entry"]) == 2  # builtin-iris.json and <hash>.npz
+    assert doc["verdict"] in ("met", "not met")
+
+
 @pytest.mark.services
 def test_queue_reports_overhead_per_job(tmp_path: Path) -> None:
     need_service("PostgreSQL", "127.0.0.1", 5432)
     need_service("Redis", "127.0.0.1", 6379)
-    doc = run_script("queue", tmp_path)
+    doc = run_script("queue_latency", tmp_path)
     assert doc["statuses"] == ["succeeded"] and doc["jobs"] >= 1
     assert {"median", "p95"} <= set(doc["overhead_ms"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -122,6 +123,96 @@ def test_synthetic_2d_sets_are_nonlinear_and_learnable(name):
     assert np.bincount(ds.y).tolist() == [500, 500]
     assert LogisticRegression().fit(Xtr, ytr).score(Xte, yte) < 0.7
     assert KNeighborsClassifier(5).fit(Xtr, ytr).score(Xte, yte) > 0.95
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+@pytest.fixture
+def made(monkeypatch):
+    """Names of the built-ins made from their source (iris and wine are counted), with the
+    per-process memo emptied before and after: each load below is a new process's first."""
+    calls = []
+    for name in ("iris", "wine"):
+        real = ds_mod._LOADERS[name]
+        monkeypatch.setitem(ds_mod._LOADERS, name,
+                            lambda real=real, name=name: calls.append(name) or real())
+    ds_mod._memo.clear()
+    yield calls
+    ds_mod._memo.clear()
+
+
+def _fresh_process_load(name, cache):
+    ds_mod._memo.clear()
+    return load_builtin(name, cache_dir=cache)
+
+
+def test_a_builtin_is_made_once_then_read_from_the_cache_by_content_hash(tmp_path, made):
+    cache = tmp_path / "cache"
+    first = _fresh_process_load("iris", cache)
+    again = _fresh_process_load("iris", cache)
+    assert made == ["iris"]  # the second load did not make it
+    np.testing.assert_array_equal(again.X, first.X)
+    np.testing.assert_array_equal(again.y, first.y)
+    assert (again.task, again.name, again.y.dtype) == (first.task, "iris", np.int64)
+    # keyed by the content hash of its canonical bytes: the hash the database uses
+    digest = content_hash(dataset_bytes(first))
+    assert (cache / f"{digest}.npz").read_bytes() == dataset_bytes(first)
+    assert json.loads((cache / "builtin-iris.json").read_text())["hash"] == digest
+    _fresh_process_load("wine", cache)
+    assert made == ["iris", "wine"]  # another built-in, another entry
+
+
+def test_in_one_process_every_load_shares_one_read_only_copy(made):
+    a, b = load_builtin("iris"), load_builtin("iris")
+    assert a is b and made == ["iris"]
+    with pytest.raises(ValueError, match="read-only"):
+        a.X[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "remove", "bad index",
+                                    "index names another hash"])
+def test_a_damaged_cache_entry_is_ignored_and_made_again(tmp_path, made, damage):
+    cache = tmp_path / "cache"
+    good = _fresh_process_load("iris", cache)
+    index = cache / "builtin-iris.json"
+    npz = cache / f"{json.loads(index.read_text())['hash']}.npz"
+    data = npz.read_bytes()
+    if damage == "flip a byte":
+        npz.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    elif damage == "truncate":
+        npz.write_bytes(data[: len(data) // 2])
+    elif damage == "remove":
+        npz.unlink()
+    elif damage == "bad index":
+        index.write_text("{not json")
+    else:
+        index.write_text(json.dumps({**json.loads(index.read_text()), "hash": "0" * 64}))
+    again = _fresh_process_load("iris", cache)
+    assert made == ["iris", "iris"]
+    np.testing.assert_array_equal(again.X, good.X)
+    assert npz.read_bytes() == data  # rewritten whole
+    _fresh_process_load("iris", cache)
+    assert made == ["iris", "iris"]  # and used again
+
+
+def test_an_entry_made_from_another_package_version_is_stale(tmp_path, made, monkeypatch):
+    cache = tmp_path / "cache"
+    _fresh_process_load("iris", cache)
+    real = ds_mod.builtin_source
+    monkeypatch.setattr(ds_mod, "builtin_source",
+                        lambda name: {**real(name), "packages": {"scikit-learn": "99.0"}})
+    _fresh_process_load("iris", cache)
+    assert made == ["iris", "iris"]
+    assert json.loads((cache / "builtin-iris.json").read_text())["source"]["packages"] == {
+        "scikit-learn": "99.0"}
+
+
+def test_an_unwritable_cache_still_loads(tmp_path, made):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ds = _fresh_process_load("iris", blocker / "cache")
+    assert ds.X.shape == (150, 4) and made == ["iris"]
 
 
 # --------------------------------------------------------------------------- labels

@@ -1,6 +1,7 @@
 """A job's data on the worker: from the package (built-ins) or the database, never a path.
 
-Datasets stored by content hash are cached on disk under ``GRADQ_HOME/cache``.
+Datasets stored by content hash, and built-ins once made, are cached on disk under
+``GRADQ_HOME/cache``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from gradq.service.settings import get_settings
 def load_dataset(spec: dict[str, Any], dataset_hash: str | None) -> Dataset:
     """The dataset of a job: a built-in by name, or stored bytes by hash."""
     task = spec["data"]["task"]
+    cache_dir = get_settings().cache_dir
     if dataset_hash is None:
-        ds = load_builtin(spec["data"]["dataset"])
+        # the same arrays as the client's, when ``gradq run`` runs the job in its process
+        ds = load_builtin(spec["data"]["dataset"], cache_dir=cache_dir)
         if task not in ("auto", ds.task):
             raise ValueError(f"data.task: {spec['data']['dataset']} is a {ds.task} dataset")
         return ds
-    cache = get_settings().home / "cache" / f"{dataset_hash}.npz"
+    cache = cache_dir / f"{dataset_hash}.npz"
     data: bytes | None = None
     if cache.exists():
         data = cache.read_bytes()

@@ -11,7 +11,7 @@ everything but its training (``run_s``, which already contains its own metric wr
 Target (issue 7): median ≤ 30 ms. The service round trips of this machine are reported
 beside it.
 
-    python benchmarks/queue.py [--quick] [--jobs N]
+    python benchmarks/queue_latency.py [--quick] [--jobs N]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _common  # first: it makes ``import queue`` mean the standard library's again
+import _common
 import _services
 import numpy as np
 
@@ -150,7 +150,7 @@ def main() -> None:
     ms = np.asarray(overhead) * 1e3
     med = float(np.median(ms))
     doc: dict[str, Any] = {
-        "benchmark": "queue", "quick": args.quick, "machine": _common.machine(),
+        "benchmark": "queue_latency", "quick": args.quick, "machine": _common.machine(),
         "jobs": len(rows), "statuses": sorted(statuses), "workers": 2, "in_flight": 2,
         "overhead_ms": {"median": round(med, 2), "p95": round(float(np.percentile(ms, 95)),
                                                               2),
@@ -161,7 +161,7 @@ def main() -> None:
         "reference_round_trips": trips,
         "target": "median <= 30 ms", "verdict": _common.verdict(med, 30.0),
     }
-    _common.report("queue", doc, args.tag)
+    _common.report("queue_latency", doc, args.tag)
 
 
 if __name__ == "__main__":
