@@ -428,6 +428,68 @@ def export(job: str, out: Path) -> None:
     click.echo(f"wrote {out} ({names})", err=True)
 
 
+# ----------------------------------------------------------------- retention
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@main.command()
+@click.argument("job_refs", nargs=-1, required=True, metavar="JOB...")
+@click.option("--force", is_flag=True,
+              help="Cancel a running job first and wait for its worker to let go.")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None,
+              help="With --force: the longest wait, in seconds (default: 2 leases).")
+@json_option
+@handle_errors
+def rm(job_refs: tuple[str, ...], force: bool, wait_s: float | None, as_json: bool) -> None:
+    """Delete jobs (a comparison: with its children) and everything they own."""
+    from gradq.service import retention
+
+    done = retention.remove(job_refs, force=force, wait_s=wait_s,
+                            on_wait=lambda m: click.echo(m, err=True))
+    if as_json:
+        emit_json(done)
+        return
+    for d in done:
+        parts = ", ".join(f"{v['rows']} {k}" for k, v in d["deleted"].items() if v["rows"])
+        total = sum(v["bytes"] for v in d["deleted"].values())
+        click.echo(f"deleted {d['id']}: {parts or 'nothing'} ({_size(total)})")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be freed.")
+@click.option("--vacuum", is_flag=True,
+              help="Afterwards return free space to the file system (SQLite: VACUUM; "
+                   "PostgreSQL: plain VACUUM, and the command for VACUUM FULL).")
+@json_option
+@handle_errors
+def gc(dry_run: bool, vacuum: bool, as_json: bool) -> None:
+    """Delete checkpoints of finished jobs, unused datasets and orphaned rows."""
+    from gradq.service import retention
+
+    doc = retention.collect(dry_run=dry_run, vacuum=vacuum)
+    if as_json:
+        emit_json(doc)
+        return
+    verb = "would free" if dry_run else "freed"
+    table([(k, v["rows"], _size(v["bytes"])) for k, v in doc["freed"].items()],
+          ("kind", "rows", verb))
+    vac = doc["vacuum"]
+    if vac.get("ran") and "file_bytes_after" in vac:
+        click.echo(f"VACUUM: file {_size(vac['file_bytes'])} -> "
+                   f"{_size(vac['file_bytes_after'])}", err=True)
+    elif vac.get("ran"):
+        click.echo("VACUUM done", err=True)
+    elif vac.get("free_bytes"):
+        click.echo(f"{_size(vac['free_bytes'])} free inside the database file", err=True)
+    if vac.get("hint"):
+        click.echo(vac["hint"], err=True)
+
+
 # ------------------------------------------------------------------ datasets
 @main.group(invoke_without_command=True)
 @json_option

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from . import checkpoint_policy
 from .db import session_scope
 from .errors import InvalidTransition, JobNotFound
 from .models import (
@@ -452,6 +453,8 @@ def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = N
             values["progress"] = _dumps(progress)
         s.execute(sa.update(Job).where(Job.id == lease.job_id).values(**values)
                   .execution_options(synchronize_session=False))
+        if status is JobStatus.SUCCEEDED:
+            checkpoint_policy.drop_after_success(s, lease.job_id)
         s.flush()
         return _settle_parent(s, lease.job_id)
 
@@ -529,6 +532,7 @@ def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
     s.execute(sa.update(Job).where(Job.id == parent_id)
               .values(status=status, finished_at=utcnow(), error=error)
               .execution_options(synchronize_session=False))
+    checkpoint_policy.drop_after_settling(s, parent_id)
     return []
 
 

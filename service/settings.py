@@ -24,6 +24,7 @@ class Settings:
     max_spec_bytes: int
     max_dataset_bytes: int
     max_replicas: int
+    keep_checkpoints: bool = False
 
     @property
     def cache_dir(self) -> Path:
@@ -47,6 +48,7 @@ class Settings:
             max_spec_bytes=_number("GRADQ_MAX_SPEC_BYTES", 1 << 20, int, 1),
             max_dataset_bytes=_number("GRADQ_MAX_DATASET_BYTES", 256 << 20, int, 1),
             max_replicas=_number("GRADQ_MAX_REPLICAS", 64, int, 1),
+            keep_checkpoints=_flag("GRADQ_KEEP_CHECKPOINTS"),
         )
 
 
@@ -64,6 +66,19 @@ def _number(name: str, default: float, kind: type, minimum: float) -> float:
     if value < minimum:
         raise SettingsError(f"{name}: {raw} is below the minimum {minimum}")
     return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(name: str) -> bool:
+    """A yes/no variable: 1/true/yes/on or 0/false/no/off (empty or unset: no)."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw in ("", *_FALSE):
+        return False
+    if raw in _TRUE:
+        return True
+    raise ValueError(f"{name}: {raw!r} is not one of 1, true, yes, on, 0, false, no, off")
 
 
 def get_settings() -> Settings:

@@ -50,9 +50,11 @@ __all__ = [
     "is_grid",
     "is_space",
     "canonical_json",
+    "check_data",
     "load_spec_file",
     "lower_is_better",
     "normalise_optimizer",
+    "parameter_count",
     "validate",
 ]
 
@@ -460,6 +462,9 @@ def _check_hyper(name: str, key: Any, value: Any, path: str) -> Any:
         if value is not None and "lr" not in table:
             raise SpecError(path, f"{name} has no learning rate to schedule; schedules apply "
                                   "to first-order optimizers only")
+        if value is not None and name == "delta_bar_delta":
+            raise SpecError(path, "delta_bar_delta adapts its own rates: it takes no "
+                                  "schedule")
         return _SCHEDULE.check(value, path)
     if key not in table:
         known = ", ".join(table) or "none"
@@ -1049,6 +1054,145 @@ def _accuracy_needs_classes(spec: dict) -> None:
                                   "regression")
 
 
+def _split_parts(spec: dict) -> dict[str, str]:
+    """The parts of the data that the spec reads, each with the key that asks for it:
+    ``{"val": "regularization.early_stopping.metric", "test": "compare.metric", ...}``
+    (the first key that needs a part names it)."""
+    needs: dict[str, str] = {}
+
+    def need(metric: Any, key: str) -> None:
+        if isinstance(metric, str) and metric[:4] in ("val_", "test"):
+            needs.setdefault("val" if metric.startswith("val_") else "test", key)
+
+    es = spec["regularization"]["early_stopping"]
+    if es is not None:
+        need(es["metric"], "regularization.early_stopping.metric")
+    cmp = spec.get("compare")
+    if spec["kind"] == "compare" and cmp:
+        need(cmp["metric"], "compare.metric")
+        for i, arm in enumerate(cmp.get("optimizers") or ()):
+            grid = next((k for k, v in arm.items() if isinstance(v, list)), None)
+            if grid is not None:  # a grid is tuned on the validation metric
+                needs.setdefault("val", f"compare.optimizers[{i}].{grid}")
+        if cmp.get("search"):  # searched arms are tuned on the validation metric too
+            needs.setdefault("val", "compare.search")
+    return needs
+
+
+def _parts_exist(spec: dict) -> None:
+    """A metric is only read on a part that the split makes: a val_* metric (early
+    stopping, a comparison's metric, a grid's tuning) needs data.validation above 0, a
+    test_* one data.test above 0 (or folds, whose test part is the held-out fold)."""
+    data = spec["data"]
+    for part, key in _split_parts(spec).items():
+        if part == "val" and data["validation"] <= 0:
+            raise SpecError(key, "needs a validation part: set data.validation above 0 "
+                                 "(it is 0)")
+        if part == "test" and data["test"] <= 0 and not data["folds"]:
+            raise SpecError(key, "needs a test part: set data.test above 0 (it is 0)")
+
+
+def _target(spec: dict) -> None:
+    """``compare.target`` must be a value the metric can take: an accuracy in [0, 1], a
+    loss at or above 0 (a target outside never counts as reached)."""
+    cmp = spec.get("compare")
+    if spec["kind"] != "compare" or not cmp or cmp.get("target") is None:
+        return
+    target, metric = cmp["target"], cmp["metric"]
+    if metric.endswith("accuracy") and not 0 <= target <= 1:
+        raise SpecError("compare.target", f"{target} is not an accuracy ({metric} lies in "
+                                          "[0, 1])")
+    if metric.endswith("loss") and target < 0:
+        raise SpecError("compare.target", f"{target} is below 0, which {metric} never is")
+
+
+def _bagging(spec: dict) -> None:
+    """Bagging trains an ensemble of networks; a kernel SVM is fitted once."""
+    if spec["regularization"]["bagging"] and spec["model"]["kind"] != "mlp":
+        raise SpecError("regularization.bagging", "bags networks only, not model.kind: "
+                                                  f"{spec['model']['kind']}")
+
+
+def _batch_norm_batch(spec: dict) -> None:
+    """Batch norm on minibatches of one sample normalises every unit to 0 (torch refuses
+    it too: "expected more than 1 value per channel")."""
+    model, bs = spec["model"], spec["training"]["batch_size"]
+    if model["batch_norm"] and model["hidden"] and bs == 1:
+        raise SpecError("training.batch_size", "batch_norm needs at least 2 samples per "
+                                               "minibatch, got 1")
+
+
+# ------------------------------------------------ rules that need the dataset's shape
+def parameter_count(spec: dict, n_features: int, n_out: int) -> int:
+    """Parameters of the spec's MLP on data of ``n_features`` (before PCA) and ``n_out``
+    outputs, as ``nn.network.layout`` lays them out: weights, biases (batch norm's γ and β
+    instead, on hidden layers) and PReLU slopes."""
+    model = spec["model"]
+    hidden = list(model["hidden"])
+    sizes = [spec["data"]["pca"] or n_features, *hidden, n_out]
+    acts = model["activation"]
+    acts = [acts] * len(hidden) if isinstance(acts, str) else list(acts)
+    total = sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    for i, width in enumerate(sizes[1:]):
+        on_hidden = i < len(hidden)
+        total += width * (2 if on_hidden and model["batch_norm"] else 1)
+        total += width if on_hidden and acts[i] == "prelu" else 0
+    return total
+
+
+def check_data(spec: dict, *, n_features: int, task: str, n_out: int,
+               split: tuple[int, int, int]) -> None:
+    """The rules that need the dataset: called at submission, where the client has read it.
+
+    ``task`` is the resolved task, ``n_out`` the network's outputs (classes for softmax, 1
+    for sigmoid or one regression target), ``split`` the smallest (train, validation, test)
+    sizes the job will see (over its folds). Raises :class:`SpecError` naming the key.
+    """
+    data = spec["data"]
+    n_train, n_val, n_test = split
+    if task == "regression":
+        for path in ("regularization.early_stopping.metric", "compare.metric"):
+            metric = _lookup(spec, path)
+            if isinstance(metric, str) and metric.endswith("accuracy"):
+                raise SpecError(path, f"{metric} needs a classification task; this dataset "
+                                      "is a regression (its labels are not classes)")
+    if n_train < 1:
+        raise SpecError("data.validation", "no samples are left for training: lower "
+                                           "data.validation or data.test")
+    for part, key in _split_parts(spec).items():
+        if part == "val" and n_val < 1:
+            raise SpecError(key, f"needs a validation part, but data.validation "
+                                 f"{data['validation']} of this dataset is 0 samples")
+        if part == "test" and n_test < 1:
+            raise SpecError(key, f"needs a test part, but data.test {data['test']} of this "
+                                 "dataset is 0 samples")
+    pca = data["pca"]
+    if pca is not None and pca > min(n_features, n_train):
+        raise SpecError("data.pca", f"{pca} components asked for, but the data has "
+                        f"{n_features} features and {n_train} training samples")
+    if spec["model"]["kind"] == "mlp":
+        _max_params(spec, parameter_count(spec, n_features, n_out))
+
+
+def _max_params(spec: dict, k: int) -> None:
+    """A method with ``max_params`` (newton's full Hessian) refuses a larger model at
+    submission rather than failing on a worker."""
+    arms: list[tuple[str, Mapping[str, Any]]] = [("optimizer", spec["optimizer"])]
+    cmp = spec.get("compare")
+    if spec["kind"] == "compare" and cmp:
+        arms = [(f"compare.optimizers[{i}]", a) for i, a in enumerate(cmp["optimizers"])]
+    for path, arm in arms:
+        defaults = OPTIMIZERS.get(arm.get("name"), {})
+        if "max_params" not in defaults:
+            continue
+        limit = arm.get("max_params", defaults["max_params"])
+        limit = max(limit) if isinstance(limit, list) else limit
+        if k > limit:
+            raise SpecError(f"{path}.max_params" if "max_params" in arm else f"{path}.name",
+                            f"{arm['name']} is limited to {limit:,} parameters, and this "
+                            f"model has {k:,}; use lbfgs or cg_pr, or raise max_params")
+
+
 def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
              extra_datasets: Collection[str] = ()) -> dict[str, Any]:
     """Return the normalised spec of ``raw`` or raise :class:`SpecError` naming the key.
@@ -1075,6 +1219,10 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
         _check_arms(spec, raw)
     _l1_proximal(spec)  # after _compare, which fills a comparison's default arms
     _accuracy_needs_classes(spec)
+    _parts_exist(spec)
+    _target(spec)
+    _batch_norm_batch(spec)
+    _bagging(spec)
     return spec
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gradq.nn.datasets import BUILTIN, Dataset, DatasetError, load_builtin
+from gradq.nn.preprocess import split_indices
 
 from . import jobs
 from .celery_app import ping_broker, send_job
@@ -23,6 +24,7 @@ from .spec import (
     FULL_BATCH_OPTIMIZERS,
     SpecError,
     apply_overrides,
+    check_data,
     load_spec_file,
     validate,
 )
@@ -162,16 +164,27 @@ def check_fit(spec: dict[str, Any], ds: Dataset) -> None:
         raise SpecError("optimizer.name", "closed_form solves least squares: it needs a "
                         "regression task and a linear output")
     n, d = ds.X.shape
-    pca = spec["data"]["pca"]
-    if pca is not None and pca > d:
-        raise SpecError("data.pca", f"{pca} components asked for, but the data has {d} "
-                        "features")
     folds = spec["data"]["folds"]
     if folds is not None and folds > n:
         raise SpecError("data.folds", f"{folds} folds asked for, but there are {n} samples")
-    n_test = round(spec["data"]["test"] * n)
-    if n - n_test - round(spec["data"]["validation"] * n) < 1:
-        raise SpecError("data.validation", "no samples are left for training")
+    if output == "auto":
+        output = "linear" if task == "regression" else (
+            "sigmoid" if n_classes == 2 else "softmax")
+    n_out = (int(ds.y.max()) + 1 if output == "softmax" else
+             1 if output == "sigmoid" or ds.y.ndim == 1 else int(ds.y.shape[1]))
+    check_data(spec, n_features=d, task=task, n_out=n_out, split=split_sizes(spec, ds, task))
+
+
+def split_sizes(spec: dict[str, Any], ds: Dataset, task: str) -> tuple[int, int, int]:
+    """The smallest (train, validation, test) sizes the job's split gives, over its folds
+    (the split's own arithmetic: per-class rounding for classification)."""
+    data = spec["data"]
+    k = data["folds"]
+    folds = [None] if not k else sorted({(k, 0), (k, k - 1)})  # the largest and smallest
+    sizes = [tuple(len(p) for p in split_indices(ds.y, task, data["validation"],
+                                                 data["test"], spec["seed"], f))
+             for f in folds]
+    return tuple(min(s[i] for s in sizes) for i in range(3))  # type: ignore[return-value]
 
 
 def create(prepared: Prepared, *, priority: int = 0) -> list[str]:

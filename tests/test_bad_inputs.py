@@ -157,6 +157,61 @@ CASES: dict[str, Bad] = {
                                                  optimizer={"name": "closed_form"}),
                                             "optimizer.name", "closed_form"),
     "pca-above-features": submit(spec(data={"pca": 9}), "data.pca", "9"),
+    # ---- cross-field rules: specs that could only fail (or mislead) later on a worker
+    "newton-above-max-params": submit(spec("mnist", model={"hidden": [512, 512]},
+                                           optimizer={"name": "newton"}),
+                                      "optimizer.max_params", "newton", "5,000", "669,706"),
+    "newton-arm-above-max-params": submit(
+        spec("digits", kind="compare", model={"hidden": [64]},
+             compare={"optimizers": ["sgd", {"name": "newton", "max_params": [100, 200]}],
+                      "seeds": 2}),
+        "compare.optimizers[1].max_params", "4,810"),
+    "early-stopping-without-validation": submit(
+        spec(data={"validation": 0}, regularization={"early_stopping": {"metric": "val_loss"}}),
+        "regularization.early_stopping.metric", "data.validation"),
+    "early-stopping-on-zero-validation-samples": submit(
+        spec(data={"validation": 0.001},
+             regularization={"early_stopping": {"metric": "val_loss"}}),
+        "regularization.early_stopping.metric", "0 samples"),
+    "early-stopping-accuracy-on-regression": submit(
+        spec("diabetes", regularization={"early_stopping": {"metric": "val_accuracy"}}),
+        "regularization.early_stopping.metric", "val_accuracy", "regression"),
+    "compare-test-metric-without-test-part": submit(
+        spec(kind="compare", data={"test": 0}, compare={"optimizers": ["sgd"], "seeds": 2}),
+        "compare.metric", "data.test"),
+    "compare-val-metric-without-validation": submit(
+        spec(kind="compare", data={"validation": 0},
+             compare={"optimizers": ["sgd"], "seeds": 2, "metric": "val_loss"}),
+        "compare.metric", "data.validation"),
+    "compare-accuracy-on-regression": submit(
+        spec("diabetes", kind="compare",
+             compare={"optimizers": ["sgd"], "seeds": 2, "metric": "test_accuracy"}),
+        "compare.metric", "test_accuracy", "regression"),
+    "compare-target-not-an-accuracy": submit(
+        spec(kind="compare",
+             compare={"optimizers": ["sgd"], "seeds": 2, "metric": "test_accuracy",
+                      "target": 1.5}), "compare.target", "1.5"),
+    "compare-target-negative-loss": submit(
+        spec(kind="compare", compare={"optimizers": ["sgd"], "seeds": 2, "target": -0.1}),
+        "compare.target", "-0.1"),
+    "grid-without-validation": submit(
+        spec(kind="compare", data={"validation": 0},
+             compare={"optimizers": [{"name": "sgd", "lr": [0.1, 0.01]}], "seeds": 2,
+                      "metric": "train_loss"}),
+        "compare.optimizers[0].lr", "data.validation"),
+    "batch-norm-on-one-sample-batches": submit(
+        spec(model={"hidden": [4], "batch_norm": True}, training={"batch_size": 1}),
+        "training.batch_size", "batch_norm"),
+    "schedule-on-delta-bar-delta": submit(
+        spec(optimizer={"name": "delta_bar_delta",
+                        "schedule": {"final_lr": 0.001, "steps": 10}}),
+        "optimizer.schedule", "delta_bar_delta"),
+    "bagging-a-kernel-svm": submit(spec(model={"kind": "kernel_svm"},
+                                        regularization={"bagging": {"models": 3}}),
+                                   "regularization.bagging", "kernel_svm"),
+    "folds-above-samples": submit(spec(data={"folds": 151}), "data.folds", "151", "150"),
+    "no-training-sample-after-rounding": submit(spec(data={"validation": 0.5, "test": 0.495}),
+                                                "data.validation", "training"),
     # ---- --set overrides
     "set-without-equals": submit(spec(), "--set", "optimizer.lr", sets=("optimizer.lr",)),
     "set-empty-path-part": submit(spec(), "--set", "optimizer..lr", sets=("optimizer..lr=1",)),
@@ -212,6 +267,7 @@ CASES: dict[str, Bad] = {
     "cancel-unknown-job": Bad(("cancel", UNKNOWN_JOB), (UNKNOWN_JOB,)),
     "retry-unknown-job": Bad(("retry", UNKNOWN_JOB), (UNKNOWN_JOB,)),
     "export-unknown-job": Bad(("export", UNKNOWN_JOB, "--out", "model.npz"), (UNKNOWN_JOB,)),
+    "rm-unknown-job": Bad(("rm", "{job}", UNKNOWN_JOB), (UNKNOWN_JOB,)),  # nothing deleted
     "status-prefix-too-short": Bad(("status", "abc"), ("abc",)),
     "curves-unknown-metric": Bad(("curves", "{job}", "--metric", "val_lossy"),
                                  ("val_lossy",)),

@@ -150,3 +150,14 @@ def test_search_reports_trials_per_second_against_optuna_and_torch(tmp_path: Pat
     assert set(doc["trials_per_s"]) == {"gradq", "optuna_torch"}
     assert all(v > 0 for v in doc["trials_per_s"].values())
     assert doc["search"]["trials"] == 4 and doc["verdict"] in ("met", "not met")
+
+
+def test_footprint_reports_bytes_per_job_against_params_and_curves(tmp_path: Path) -> None:
+    doc = run_script("footprint", tmp_path, "--db", "sqlite", "--cases", "digits",
+                     timeout=600)
+    kept, default = (doc["results"][f"sqlite/digits/{k}"] for k in ("keep", "default"))
+    assert kept["checkpoints_left"] > 0 and default["checkpoints_left"] == 0
+    assert default["bytes_per_run"] < kept["bytes_per_run"]
+    assert set(default["artifact_bytes_per_run"]) == {"model"}  # no "initial" for a train job
+    assert default["params_bytes"] == 4 * default["params"] > 0
+    assert doc["verdict"]["sqlite/digits/default"] in ("met", "not met")

@@ -37,6 +37,30 @@ def test_out_of_memory_fails_at_once_with_a_hint(tmp_path: Path,
     assert "MemoryError" in status["traceback"]
 
 
+def test_a_bare_memory_error_fails_the_job_with_a_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a run that raises MemoryError() with no message at all
+    def bare(*args: object, **kwargs: object) -> None:
+        raise MemoryError()
+
+    monkeypatch.setattr(methods.Trainer, "run", bare)
+    # When it runs under gradq run
+    res = CliRunner().invoke(main, ["run", str(_spec(tmp_path)), "--json"])
+    # Then the handler itself does not fail: the job ends failed (exit 1, not a usage
+    # error's 2) and its error names what happened
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "failed"
+    assert doc["error"].startswith("out of memory") and "MemoryError" in doc["error"]
+
+
+def test_describe_never_fails_on_an_empty_message() -> None:
+    assert failures.describe(MemoryError()).endswith("(MemoryError)")
+    assert failures.describe(ValueError()) == "ValueError"
+    assert failures.describe(RuntimeError("")) == "RuntimeError"
+    assert failures.describe(RuntimeError("\n\nboom\nmore")) == "RuntimeError: \n\nboom\nmore"
+
+
 def test_a_transient_error_is_retried(tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a database blip in the middle of the first attempt only

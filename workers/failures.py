@@ -32,14 +32,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "out of memory" in str(exc).lower())
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message, or "" (a bare ``MemoryError()`` has
+    none: the handler must not fail on it and leave the job running)."""
+    return next((line for line in str(exc).splitlines() if line.strip()), "").strip()
+
+
 def describe(exc: BaseException) -> str:
     """One line for the user: what went wrong and, where we know, what to do."""
+    name, first = type(exc).__name__, _first_line(exc)
+    named = f"{name}: {first}" if first else name
     if is_out_of_memory(exc):
         return ("out of memory on the device: lower training.batch_size or the width of "
-                f"model.hidden ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-    if isinstance(exc, Permanent | ValueError | SchemaError):
+                f"model.hidden ({named[:200]})")
+    if isinstance(exc, Permanent | ValueError | SchemaError) and first:
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return f"{name}: {exc}" if first else name
 
 
 def with_retries(fn: Callable[[], T], *, deadline_s: float, what: str,
