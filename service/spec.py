@@ -792,18 +792,24 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
     else:
         tuned = [(f"compare.optimizers[{i}]", k, v) for i, arm in enumerate(cmp["optimizers"])
                  for k, v in arm.items() if isinstance(v, list) or is_space(v)]
+    def error(where: str, key: str, message: str) -> SpecError:
+        # an arm of compare.arms is named with its label; an optimizer's key is a path
+        if where.startswith("compare.arms"):
+            return SpecError(where, f"{key}: {message}")
+        return SpecError(_join(where, key), message)
+
     spaces = [t for t in tuned if is_space(t[2])]
     if spaces and cmp["search"] is None:
         where, key, _ = spaces[0]
-        raise SpecError(where, f"{key}: a search space needs compare.search, e.g. "
-                               "{method: random, trials: 16}")
+        raise error(where, key, "a search space needs compare.search, e.g. "
+                                "{method: random, trials: 16}")
     if cmp["search"] is not None and not spaces:
         raise SpecError("compare.search", "no arm has a search space ({loguniform: [a, b]}, "
                                           "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]})")
     if tuned and spec["data"]["validation"] <= 0:
         where, key, _ = tuned[0]
-        raise SpecError(where, f"{key}: grids and searches are tuned on the validation "
-                               "metric: set data.validation above 0")
+        raise error(where, key, "grids and searches are tuned on the validation metric: "
+                                "set data.validation above 0")
 
 
 # ------------------------------------------------------------------------ the schema
@@ -1179,7 +1185,7 @@ def _max_params(spec: dict, k: int) -> None:
     submission rather than failing on a worker."""
     arms: list[tuple[str, Mapping[str, Any]]] = [("optimizer", spec["optimizer"])]
     cmp = spec.get("compare")
-    if spec["kind"] == "compare" and cmp:
+    if spec["kind"] == "compare" and cmp and cmp["optimizers"] is not None:  # not arms
         arms = [(f"compare.optimizers[{i}]", a) for i, a in enumerate(cmp["optimizers"])]
     for path, arm in arms:
         defaults = OPTIMIZERS.get(arm.get("name"), {})

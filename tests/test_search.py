@@ -363,7 +363,7 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
     ({"name": "lbfgs", "history": {"uniform": [2, 20]}}, {"trials": 4},
      "compare.optimizers[0].history.uniform[0]: must be an integer"),
     ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, None,
-     "compare.optimizers[0]: lr: a search space needs compare.search"),
+     "compare.optimizers[0].lr: a search space needs compare.search"),
     ({"name": "sgd", "lr": 0.1}, {"trials": 4},
      "compare.search: no arm has a search space"),
     ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, {"trials": 0},
