@@ -146,6 +146,7 @@ def main() -> None:
     tps = {k: trials / v["median_s"] for k, v in times.items()}
     ratio = tps["gradq"] / tps["optuna_torch"]
     _common.report("search", {
+        "benchmark": "search", "quick": args.quick, "device": "cpu",
         "machine": _common.machine(),
         "search": {"model": f"64-{HIDDEN}-10", "dataset": "digits", "batch_size": BATCH,
                    "optimizer": "adam", "space": SPACE, "trials": trials, "epochs": epochs,

@@ -38,12 +38,12 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import search
 from .celery_app import queue_for
+from .newjob import NewJob
 from .spec import (
     FULL_BATCH_OPTIMIZERS,
     arm_spec,
@@ -54,20 +54,6 @@ from .spec import (
 )
 
 FINISHED_STATES = ("succeeded", "failed", "diverged", "cancelled")
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job to create: a normalised spec, where its children come from, its progress."""
-
-    spec: dict[str, Any]
-    kind: str
-    name: str | None
-    seed: int
-    optimizer: dict[str, Any]
-    queue: str
-    children: Sequence[NewJob] = ()
-    progress: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

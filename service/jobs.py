@@ -23,7 +23,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import checkpoint_policy
-from .compare import Kid, NewJob, advance, settled_trial, tunes
 from .db import session_scope
 from .errors import InvalidTransition, JobNotFound
 from .models import (
@@ -37,6 +36,7 @@ from .models import (
     Result,
     utcnow,
 )
+from .newjob import NewJob
 from .settings import get_settings
 
 
@@ -480,12 +480,26 @@ def release(lease: Lease, error: str, traceback: str | None = None,
 
 
 def _settle_parent(s: Session, job_id: str) -> list[str]:
-    """``_settle`` the comparison ``job_id`` belongs to, if any. Returns new job ids."""
-    parent_id = s.execute(sa.select(Job.parent_id).where(Job.id == job_id)).scalar()
-    return [] if parent_id is None else _settle(s, parent_id)
+    """``_settle`` the comparison ``job_id`` belongs to, if any. Returns new job ids.
+
+    Only the end of a tuning run or search trial can decide something, and only once no
+    sibling of the same arm and phase is still to end: that is checked first, in SQL on
+    the stored (canonical) spec text, so that the other ends skip the decision step."""
+    row = s.execute(sa.select(Job.parent_id, Job.spec).where(Job.id == job_id)).first()
+    if row is None or row.parent_id is None:
+        return []
+    spec = json.loads(row.spec)
+    decide = False
+    if spec.get("_phase") in ("tune", "search"):
+        same = [Job.spec.contains(f'"_arm_index":{int(spec["_arm_index"])},', autoescape=True),
+                Job.spec.contains(f'"_phase":"{spec["_phase"]}"', autoescape=True)]
+        waiting = s.execute(sa.select(sa.func.count()).select_from(Job).where(
+            Job.parent_id == row.parent_id, Job.status.not_in(list(FINISHED)), *same)).scalar()
+        decide = not waiting
+    return _settle(s, row.parent_id, decide)
 
 
-def _settle(s: Session, parent_id: str) -> list[str]:
+def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
     """Finish a comparison when its last child has finished (determined in SQL), or, when
     that child ends a grid's tuning phase, add the final runs. Returns new job ids."""
     # lock the parent row so that two children finishing at once serialize here. FOR NO KEY
@@ -499,7 +513,7 @@ def _settle(s: Session, parent_id: str) -> list[str]:
                        .execution_options(populate_existing=True)).scalar_one()
     if JobStatus(parent.status) in FINISHED:
         return []
-    new = [] if parent.cancel_requested else _advance(s, parent)
+    new = [] if parent.cancel_requested or not decide else _advance(s, parent)
     counts = dict(s.execute(sa.select(Job.status, sa.func.count())
                             .where(Job.parent_id == parent_id).group_by(Job.status)).all())
     counts = {JobStatus(k): v for k, v in counts.items()}
@@ -528,6 +542,10 @@ def _advance(s: Session, parent: Job) -> list[str]:
     next rung (succeeded → queued, a larger epoch budget; they resume from their
     checkpoint), drop pruned trials' checkpoints, and record it all in the parent's
     progress. Returns the ids to publish (new and promoted jobs)."""
+    # compare (planning, with spec validation) is loaded only where a comparison decides
+    # something, so that read commands stay light; compare never imports jobs (no cycle)
+    from .compare import Kid, advance, tunes
+
     spec = json.loads(parent.spec)
     if not tunes(spec):
         return []
@@ -604,6 +622,8 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                 "cancelled jobs can be retried")
         if job.kind == "compare":
             # a search trial whose part is over (pruned, or its arm decided) stays as it is
+            from .compare import settled_trial
+
             progress = json.loads(job.progress or "{}")
             todo = [(r.id, r.queue, r.priority) for r in s.execute(
                 sa.select(Job.id, Job.queue, Job.priority, Job.spec)

@@ -803,25 +803,24 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
     else:
         tuned = [(f"compare.optimizers[{i}]", k, v) for i, arm in enumerate(cmp["optimizers"])
                  for k, v in arm.items() if isinstance(v, list) or is_space(v)]
-    def at(where: str, key: str, message: str) -> SpecError:
-        # an optimizer's hyperparameter is a path of its own; an arm's dotted key is named
-        # after the arm's label
-        if where.startswith("compare.optimizers"):
-            return SpecError(_join(where, key), message)
-        return SpecError(where, f"{key}: {message}")
+    def error(where: str, key: str, message: str) -> SpecError:
+        # an arm of compare.arms is named with its label; an optimizer's key is a path
+        if where.startswith("compare.arms"):
+            return SpecError(where, f"{key}: {message}")
+        return SpecError(_join(where, key), message)
 
     spaces = [t for t in tuned if is_space(t[2])]
     if spaces and cmp["search"] is None:
         where, key, _ = spaces[0]
-        raise at(where, key, "a search space needs compare.search, e.g. "
-                             "{method: random, trials: 16}")
+        raise error(where, key, "a search space needs compare.search, e.g. "
+                                "{method: random, trials: 16}")
     if cmp["search"] is not None and not spaces:
         raise SpecError("compare.search", "no arm has a search space ({loguniform: [a, b]}, "
                                           "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]})")
     if tuned and spec["data"]["validation"] <= 0:
         where, key, _ = tuned[0]
-        raise at(where, key, "grids and searches are tuned on the validation metric: set "
-                             "data.validation above 0")
+        raise error(where, key, "grids and searches are tuned on the validation metric: "
+                                "set data.validation above 0")
 
 
 # ------------------------------------------------------------------------ the schema

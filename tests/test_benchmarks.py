@@ -144,6 +144,14 @@ def test_the_gpu_suite_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert {"mlp_step.json", "flops.json", "sweep.json"} <= set(summary["figures"])
 
 
+def test_search_reports_trials_per_second_against_optuna_and_torch(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")  # the reference side: pip install -e ".[bench]"
+    doc = run_script("search", tmp_path, timeout=600)
+    assert set(doc["trials_per_s"]) == {"gradq", "optuna_torch"}
+    assert all(v > 0 for v in doc["trials_per_s"].values())
+    assert doc["search"]["trials"] == 4 and doc["verdict"] in ("met", "not met")
+
+
 def test_footprint_reports_bytes_per_job_against_params_and_curves(tmp_path: Path) -> None:
     doc = run_script("footprint", tmp_path, "--db", "sqlite", "--cases", "digits",
                      timeout=600)

@@ -328,8 +328,8 @@ class _CheckpointOnce:
     def log(self, rows: list, progress: dict) -> bool:
         return jobs.log(self.lease, rows, progress)
 
-    def checkpoint(self, epoch: int, step: int, data: bytes) -> None:
-        jobs.save_checkpoint(self.lease, epoch, step, data)
+    def checkpoint(self, epoch: int, step: int, data: Any) -> None:
+        jobs.save_checkpoint(self.lease, epoch, step, bytes(data))  # loop's Snapshot
         if epoch >= 2:
             raise _Died
 

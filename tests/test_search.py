@@ -318,9 +318,16 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
             return running[0] if done >= 2 and running else None
 
         # When the worker is killed (SIGKILL, every process of it) while it trains a
-        # trial, two others waiting at their rung
-        killed = wait_for(mid_search, 120, "two trials done and one running",
-                          interval=0.02, on_timeout=victim.tail)
+        # trial, two others waiting at their rung (frozen first, so that the trial seen
+        # running cannot end before the kill)
+        killed = None
+        while killed is None:
+            wait_for(mid_search, 120, "two trials done and one running", interval=0.02,
+                     on_timeout=victim.tail)
+            victim.pause()
+            killed = mid_search()
+            if killed is None:
+                victim.resume()
         victim.kill()
     assert job_row(killed)["status"] == "running"
     # and another pool takes over (the sweeper hands the lapsed trial over)
