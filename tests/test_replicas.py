@@ -355,8 +355,10 @@ def test_claim_siblings_skips_children_with_a_checkpoint() -> None:
 
 
 def test_a_comparison_runs_as_one_batch_with_ordinary_children(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     from gradq.workers.runner import execute
+
+    monkeypatch.setenv("GRADQ_KEEP_CHECKPOINTS", "1")  # to see each replica's checkpoint
 
     raw = _comparison([{"name": "sgd", "lr": 0.1}, "adam", "momentum"], 2, log_every=2)
     # Given the same comparison stored twice
