@@ -46,7 +46,8 @@ def children(sizes: tuple[int, ...], seeds: int) -> list[dict[str, Any]]:
                      "data": {"dataset": "digits", "validation": 0.0, "test": 0.0},
                      "model": {"hidden": list(sizes[1:-1]), "activation": "relu"},
                      "training": {"epochs": 1, "batch_size": BATCH},
-                     "compare": {"optimizers": list(OPTIMIZERS), "seeds": seeds}})
+                     "compare": {"optimizers": list(OPTIMIZERS), "seeds": seeds,
+                                 "metric": "train_loss"}})  # no test part here
     return [c.spec for c in expand(spec).children]
 
 

@@ -29,14 +29,15 @@ def checkpoint_needed(status: JobStatus | str, spec: dict[str, Any],
     """Whether a job may still resume from its checkpoint.
 
     True while the job is not finished (queued, running: a lost worker's job resumes from
-    it), and for a finished search trial whose comparison is not finished (it waits at a
-    rung and may be promoted). False otherwise.
+    it), and for a finished search trial whose comparison has not succeeded (it waits at a
+    rung and may be promoted, also after ``gradq retry`` of a cancelled or failed search).
+    False otherwise.
     """
     if JobStatus(status) not in FINISHED:
         return True
     waiting_at_rung = spec.get("_phase") == "search"
     return waiting_at_rung and parent_status is not None and (
-        JobStatus(parent_status) not in FINISHED)
+        JobStatus(parent_status) is not JobStatus.SUCCEEDED)
 
 
 def drop_after_success(session: Session, job_id: str) -> int:
@@ -60,8 +61,8 @@ def drop_after_success(session: Session, job_id: str) -> int:
 
 
 def drop_after_settling(session: Session, parent_id: str) -> int:
-    """Inside the transaction that has just finished comparison ``parent_id``: delete the
-    checkpoints of its succeeded children (the search trials that waited at a rung).
+    """Inside the transaction that has just finished comparison ``parent_id`` as succeeded:
+    delete the checkpoints of its succeeded children (the search trials that waited at a rung).
     Returns the number deleted."""
     if get_settings().keep_checkpoints:
         return 0

@@ -491,12 +491,22 @@ def _settle_parent(s: Session, job_id: str) -> list[str]:
     spec = json.loads(row.spec)
     decide = False
     if spec.get("_phase") in ("tune", "search"):
+        # the parent's lock first: on PostgreSQL two siblings ending at once would each
+        # count the other as unfinished (neither committed), and neither would decide
+        _lock_parent(s, row.parent_id)
         same = [Job.spec.contains(f'"_arm_index":{int(spec["_arm_index"])},', autoescape=True),
                 Job.spec.contains(f'"_phase":"{spec["_phase"]}"', autoescape=True)]
         waiting = s.execute(sa.select(sa.func.count()).select_from(Job).where(
             Job.parent_id == row.parent_id, Job.status.not_in(list(FINISHED)), *same)).scalar()
         decide = not waiting
     return _settle(s, row.parent_id, decide)
+
+
+def _lock_parent(s: Session, parent_id: str) -> Job:
+    """The comparison's row, locked for this transaction and read afresh (see ``_settle``)."""
+    return s.execute(sa.select(Job).where(Job.id == parent_id)
+                     .with_for_update(key_share=True)
+                     .execution_options(populate_existing=True)).scalar_one()
 
 
 def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
@@ -508,9 +518,7 @@ def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
     # wait on, so two children finishing together deadlocked.
     # populate_existing: read the locked row afresh, not the session's copy (cancel() has
     # the parent loaded from before its own UPDATE, and settled a cancelled one as failed)
-    parent = s.execute(sa.select(Job).where(Job.id == parent_id)
-                       .with_for_update(key_share=True)
-                       .execution_options(populate_existing=True)).scalar_one()
+    parent = _lock_parent(s, parent_id)
     if JobStatus(parent.status) in FINISHED:
         return []
     new = [] if parent.cancel_requested or not decide else _advance(s, parent)
@@ -532,7 +540,8 @@ def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
     s.execute(sa.update(Job).where(Job.id == parent_id)
               .values(status=status, finished_at=utcnow(), error=error)
               .execution_options(synchronize_session=False))
-    checkpoint_policy.drop_after_settling(s, parent_id)
+    if status is JobStatus.SUCCEEDED:  # a cancelled or failed search may be retried
+        checkpoint_policy.drop_after_settling(s, parent_id)
     return []
 
 

@@ -814,6 +814,18 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
         where, key, _ = spaces[0]
         raise error(where, key, "a search space needs compare.search, e.g. "
                                 "{method: random, trials: 16}")
+    pruner = (cmp["search"] or {}).get("pruner")
+    if pruner:  # a trial must train through its rung: the rung's end is its checkpoint
+        stops = [("regularization.early_stopping", spec["regularization"]["early_stopping"]),
+                 ("training.time_limit_s", spec["training"]["time_limit_s"])]
+        stops += [(f"{arm_path(i, arm)}: {k}", v) for i, arm in enumerate(cmp["arms"] or ())
+                  for k, v in arm.items()
+                  if k.startswith(("regularization.early_stopping", "training.time_limit_s"))]
+        for key, value in stops:
+            if value is not None:
+                raise SpecError("compare.search.pruner", f"successive halving trains every "
+                                f"trial to the end of its rung; {key} would stop it early "
+                                "(drop the pruner, or the early stop)")
     if cmp["search"] is not None and not spaces:
         raise SpecError("compare.search", "no arm has a search space ({loguniform: [a, b]}, "
                                           "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]})")
@@ -1091,6 +1103,10 @@ def _split_parts(spec: dict) -> dict[str, str]:
             grid = next((k for k, v in arm.items() if isinstance(v, list)), None)
             if grid is not None:  # a grid is tuned on the validation metric
                 needs.setdefault("val", f"compare.optimizers[{i}].{grid}")
+        for i, arm in enumerate(cmp.get("arms") or ()):
+            grid = next((k for k, v in arm.items() if is_grid(k, v)), None)
+            if grid is not None:
+                needs.setdefault("val", f"compare.arms[{i}].{grid}")
         if cmp.get("search"):  # searched arms are tuned on the validation metric too
             needs.setdefault("val", "compare.search")
     return needs

@@ -367,6 +367,8 @@ def test_keep_checkpoints_is_a_yes_or_no(monkeypatch: pytest.MonkeyPatch) -> Non
     ("cancelled", None, "running", False),
     ("succeeded", "search", "running", True),  # a trial waiting at a rung
     ("succeeded", "search", "succeeded", False),  # its comparison has settled
+    ("succeeded", "search", "cancelled", True),  # gradq retry resumes the search
+    ("succeeded", "search", "failed", True),
     ("succeeded", "tune", "running", False),  # grid tuning runs are never resumed
 ])
 def test_the_checkpoint_rule(status: str, phase: str | None, parent: str | None,

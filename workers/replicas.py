@@ -75,7 +75,7 @@ from .trainer import (
     targets,
 )
 
-LABELS = ("seed", "name")  # differ freely, as does every key starting with "_" but _fold
+LABELS = ("seed", "name")  # differ freely, as does every "_" key but _fold, _checkpoint_end
 STRUCTURAL = ("amsgrad", "centered")  # flags that change an optimizer's state layout
 PER_REPLICA = {  # numeric settings that may differ between replicas of one stack
     "regularization": ("l2", "l1"),  # (R, 1) arrays in the penalty gradient
@@ -103,7 +103,8 @@ def batch_key(spec: dict[str, Any]) -> str | None:
             or tr["diagnostics"] or tr["time_limit_s"]):
         return None
     rest = {k: v for k, v in spec.items()
-            if k not in LABELS and k != "optimizer" and (k == "_fold" or not k.startswith("_"))}
+            if k not in LABELS and k != "optimizer"
+            and (k in ("_fold", "_checkpoint_end") or not k.startswith("_"))}
     for section, keys in PER_REPLICA.items():
         rest[section] = {k: v for k, v in rest[section].items() if k not in keys}
     return json.dumps(rest, sort_keys=True, default=str)
