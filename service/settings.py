@@ -25,6 +25,7 @@ class Settings:
     max_dataset_bytes: int
     max_replicas: int
     keep_checkpoints: bool = False
+    checkpoint_interval_s: float = 10.0
 
     @property
     def cache_dir(self) -> Path:
@@ -49,6 +50,7 @@ class Settings:
             max_dataset_bytes=_number("GRADQ_MAX_DATASET_BYTES", 256 << 20, int, 1),
             max_replicas=_number("GRADQ_MAX_REPLICAS", 64, int, 1),
             keep_checkpoints=_flag("GRADQ_KEEP_CHECKPOINTS"),
+            checkpoint_interval_s=_number("GRADQ_CHECKPOINT_INTERVAL_S", 10.0, float, 0.0),
         )
 
 

@@ -46,6 +46,9 @@ def gradq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("GRADQ_DATABASE_URL", raising=False)
     monkeypatch.setenv("GRADQ_DEVICE", os.environ.get("GRADQ_TEST_DEVICE", "cpu"))
     monkeypatch.setenv("GRADQ_BROKER_URL", REDIS_URL)
+    # a checkpoint at every checkpoint_every epochs, as the resume tests expect (the
+    # default waits 10 s between checkpoints, which these short jobs never reach)
+    monkeypatch.setenv("GRADQ_CHECKPOINT_INTERVAL_S", "0")
     return home
 
 

@@ -122,3 +122,23 @@ def test_the_writer_writes_in_order_and_reports_at_the_next_call() -> None:
     w.close()
     with pytest.raises(RuntimeError, match="closed"):
         w.submit(write(5))
+
+
+@pytest.mark.parametrize(("interval", "kept"), [("0", 1), ("3600", 0)])
+def test_checkpoints_wait_for_their_interval(tmp_path: Path, interval: str, kept: int
+                                             ) -> None:
+    import sqlalchemy as sa
+    from gradq.service.db import get_engine
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    # Given a run that keeps its checkpoints, a checkpoint due every epoch
+    done = gradq_run(spec, GRADQ_KEEP_CHECKPOINTS="1", GRADQ_CHECKPOINT_INTERVAL_S=interval)
+    assert done.returncode == 0, done.stderr
+    # Then with no interval it wrote them (the newest kept), and with an hour none: a
+    # job shorter than the interval pays for no checkpoint
+    with get_engine().connect() as c:
+        rows = c.execute(sa.text("select epoch from checkpoints")).all()
+    assert len(rows) == kept
+    if kept:
+        assert rows[0].epoch == 7  # every epoch but the last

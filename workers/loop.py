@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
 from gradq.nn.backend import array_module, to_numpy
+from gradq.service.settings import get_settings
 
 from .faults import failpoint
 
@@ -42,6 +44,7 @@ class Plan:
     log_every: int | str  # a number of steps, or "epoch"
     checkpoint_every: int  # epochs
     checkpoint_end: bool = False  # also after the last epoch (a search trial at its rung)
+    checkpoint_interval_s: float = 0.0  # and at least this long since the previous one
 
     @classmethod
     def of(cls, spec: dict[str, Any], steps_per_epoch: int) -> Plan:
@@ -51,7 +54,8 @@ class Plan:
         if training["max_steps"] is not None:
             total = min(total, int(training["max_steps"]))
         return cls(epochs, steps_per_epoch, total, training["log_every"],
-                   int(training["checkpoint_every"]), bool(spec.get("_checkpoint_end")))
+                   int(training["checkpoint_every"]), bool(spec.get("_checkpoint_end")),
+                   get_settings().checkpoint_interval_s)
 
 
 class Body(Protocol):
@@ -84,9 +88,12 @@ def run_loop(plan: Plan, body: Body, epoch: int = 0, step: int = 0) -> tuple[int
     """Train from (epoch, step) until the plan ends or the body stops it; the end's
     (epoch, step). Step 0 is logged (the loss before the first update), then every
     ``log_every`` steps or at each epoch's end, and the last step; a checkpoint follows
-    every ``checkpoint_every`` epochs but the last (and the last too with
-    ``checkpoint_end``)."""
+    every ``checkpoint_every`` epochs but the last, once ``checkpoint_interval_s`` seconds
+    have passed since the previous one or the start (and the last too with
+    ``checkpoint_end``): a short job pays for no checkpoint, a long one for one every
+    interval at most, and a crash loses at most an interval's work."""
     logged = -1
+    saved_at = time.perf_counter()
 
     def log() -> bool:
         nonlocal logged
@@ -116,8 +123,11 @@ def run_loop(plan: Plan, body: Body, epoch: int = 0, step: int = 0) -> tuple[int
         if body.end_epoch(epoch, step):
             break
         end = epoch >= plan.epochs or step >= plan.total_steps
-        if (epoch % plan.checkpoint_every == 0 and not end) or (end and plan.checkpoint_end):
+        due = epoch % plan.checkpoint_every == 0 and not end and (
+            time.perf_counter() - saved_at >= plan.checkpoint_interval_s)
+        if due or (end and plan.checkpoint_end):
             body.checkpoint(epoch, step)
+            saved_at = time.perf_counter()
     if body.live() and logged != step:
         log()  # the last step, when log_every does not divide the run
     return epoch, step
