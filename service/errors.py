@@ -27,6 +27,10 @@ class AmbiguousJob(UsageError, LookupError):
     """A job id prefix that matches several jobs."""
 
 
+class BadArgument(UsageError, ValueError):
+    """A query argument the service cannot use (a filter, a sort key, a point count)."""
+
+
 class InvalidTransition(UsageError, RuntimeError):
     """The job is not in a state that allows the requested change."""
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from .db import session_scope
-from .errors import AmbiguousJob, JobNotFound, NotFound
+from .errors import AmbiguousJob, BadArgument, JobNotFound, NotFound
 from .jobs import to_utc
 from .models import FINISHED, Artifact, Job, JobStatus, Metric, Result
 from .settings import redact
@@ -64,7 +64,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     try:
         when = datetime.fromisoformat(t.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is neither an ISO date/time (2026-01-31, "
+        raise BadArgument(f"{text!r} is neither an ISO date/time (2026-01-31, "
                          "2026-01-31T12:00) nor an age (30m, 2h, 7d)") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
@@ -74,6 +74,9 @@ def _job_filter(s: sa.orm.Session, q: sa.Select, status: str | None, kind: str |
                 id_prefix: str | None) -> sa.Select:
     """The WHERE clause shared by :func:`list_jobs` and :func:`count_jobs`."""
     if status:
+        if status not in {st.value for st in JobStatus}:
+            raise BadArgument(f"status: {status!r} is not one of "
+                              f"{', '.join(st.value for st in JobStatus)}")
         q = q.where(Job.status == JobStatus(status))
     if kind:
         q = q.where(Job.kind == kind)
@@ -87,7 +90,7 @@ def _job_filter(s: sa.orm.Session, q: sa.Select, status: str | None, kind: str |
     if id_prefix:
         prefix = id_prefix.strip().lower()
         if not all(c in "0123456789abcdef" for c in prefix):
-            raise ValueError(f"id {id_prefix!r}: a job id is hexadecimal")
+            raise BadArgument(f"id {id_prefix!r}: a job id is hexadecimal")
         q = q.where(Job.id.like(prefix + "%"))
     return q
 
@@ -99,7 +102,7 @@ def list_jobs(status: str | None = None, kind: str | None = None, limit: int = 5
     """``{id, kind, status, name, parent, created_at}``, newest first unless ``sort`` (a key
     of :data:`SORTS`) says otherwise; ``name`` matches a substring, case-insensitively."""
     if sort not in SORTS:
-        raise ValueError(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
+        raise BadArgument(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
     column, desc = SORTS[sort]
     with session_scope(url) as s:
         q = sa.select(Job.id, Job.kind, Job.status, Job.name, Job.parent_id, Job.created_at)
@@ -288,7 +291,7 @@ def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | No
                              .order_by(Metric.name, Metric.step)).all()
         else:
             if max_points < 4:
-                raise ValueError(f"max_points: {max_points} is below the minimum 4")
+                raise BadArgument(f"max_points: {max_points} is below the minimum 4")
             rows = []
             for name in _metric_names(s, job.id, metrics):
                 named = [*where, Metric.name == name]

@@ -491,3 +491,25 @@ def test_curves_png_legend_names_jobs_by_name_arm_and_seed(home: Path, tmp_path:
 def test_ui_refuses_a_bad_port() -> None:
     code, _, err = invoke("ui", "--port", "70000")
     assert code == 2 and "70000" in err
+
+
+
+def test_a_bug_is_a_server_error_not_bad_input(home: Path, client: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the service's own errors are 4xx: a bad filter is the user's (400, named), a
+    KeyError from a bug is a 500, never passed off as bad input."""
+    from gradq.service import queries
+    from gradq.ui.app import create_app
+    from starlette.testclient import TestClient
+
+    bad = client.get("/api/jobs?status=bogus")
+    assert bad.status_code == 400 and "status" in bad.json()["error"]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug in a query")
+
+    monkeypatch.setattr(queries, "list_jobs", broken)
+    with TestClient(create_app(), base_url="http://127.0.0.1:8765",
+                    raise_server_exceptions=False) as c:
+        assert c.get("/api/jobs").status_code == 500
+        assert c.get("/").status_code == 500

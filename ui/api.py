@@ -13,6 +13,7 @@ from typing import Any
 
 from gradq.service import queries
 from gradq.service.db import SchemaError, ServiceUnavailable
+from gradq.service.errors import UsageError
 from gradq.service.jobs import JobNotFound, json_safe
 from gradq.service.settings import redact
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from starlette.routing import Route
 DEFAULT_MAX_POINTS = 2000  # per series; a browser draws this many without effort
 
 
-class BadQuery(ValueError):
+class BadQuery(UsageError, ValueError):
     """A query parameter the API cannot use (HTTP 400, with the parameter's name)."""
 
 
@@ -34,10 +35,11 @@ def json_response(doc: Any, status: int = 200) -> Response:
 
 
 def error_status(exc: BaseException) -> int | None:
-    """The HTTP status of a service error, or None for a bug."""
+    """The HTTP status of a service error, or None for a bug (a plain KeyError or
+    ValueError is one: it is raised again and answered 500, never passed off as bad input)."""
     if isinstance(exc, JobNotFound):
         return 404
-    if isinstance(exc, queries.AmbiguousJob | BadQuery | ValueError | LookupError):
+    if isinstance(exc, UsageError):  # the service's own bad-input errors, and BadQuery
         return 400
     if isinstance(exc, ServiceUnavailable | SchemaError):
         return 503

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import jinja2
 import yaml
 from gradq.service import queries
+from gradq.service.errors import UsageError
 from gradq.service.settings import get_settings, redact
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -117,7 +118,7 @@ def job_page(request: Request) -> HTMLResponse:
 
             try:
                 report = build_report(doc["id"])
-            except (ValueError, LookupError) as exc:
+            except UsageError as exc:  # not a report's job; a bug is a 500
                 report_error = str(exc)
         if doc["kind"] == "compare":
             children = queries.children(doc["id"])
@@ -133,12 +134,12 @@ def job_page(request: Request) -> HTMLResponse:
 
 
 def _pairs(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The report's pairwise differences, from ``pairs`` (diff, p, p_holm) or the older
-    ``paired`` (mean), as one shape for the template."""
+    """The report's pairwise differences (``pairs``: diff, p, p_holm), every key present
+    for the template (a pair over one seed has no interval or p)."""
     out = []
-    for p in report.get("pairs") or report.get("paired") or []:
+    for p in report.get("pairs") or []:
         out.append({"a": p.get("a"), "b": p.get("b"), "n": p.get("n"),
-                    "diff": p.get("diff", p.get("mean")), "ci95": p.get("ci95"),
+                    "diff": p.get("diff"), "ci95": p.get("ci95"),
                     "p": p.get("p"), "p_holm": p.get("p_holm"),
                     "significant": p.get("significant"), "better": p.get("better")})
     return out
