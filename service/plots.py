@@ -14,6 +14,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .errors import UsageError  # noqa: E402
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write a figure as every plot here does (tight, 110 dpi) and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_curves(docs: list[dict[str, Any]], path: Path,
                 labels: dict[str, str] | None = None) -> Path:
     """One panel per metric, one line per job (several jobs are overlaid), each line named
@@ -33,9 +40,7 @@ def plot_curves(docs: list[dict[str, Any]], path: Path,
         if len(docs) > 1:
             ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -66,9 +71,7 @@ def plot_report(rep: dict[str, Any], path: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     if len(curves) > len(single):
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     written.append(path)
     arms = [a for a in rep["arms"] if a["mean"] is not None]
     final = path.with_name(path.stem + "-final" + path.suffix)
@@ -80,9 +83,7 @@ def plot_report(rep: dict[str, Any], path: Path) -> list[Path]:
     ax.set_yticks(range(len(arms)), [a["label"] for a in arms])
     ax.set_xlabel(f"{rep['metric']} (mean, 95% interval)")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(final, dpi=110)
-    plt.close(fig)
+    _save(fig, final)
     written.append(final)
     grids = [a for a in rep["arms"] if a.get("tuning")]
     if grids:
@@ -115,9 +116,7 @@ def _plot_search(arms: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("expected best of k trials drawn from each arm's space")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -179,9 +178,7 @@ def _plot_capacity(points: dict[str, Any], path: Path) -> Path:
     ax.set_title("capacity: train and test, mean over seeds with 95% band")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -209,7 +206,5 @@ def _plot_grids(arms: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel(key or "grid point")
         ax.set_ylabel(t["metric"])
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
