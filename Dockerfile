@@ -28,6 +28,7 @@ COPY gradq_pkg/ gradq_pkg/
 COPY cli/ cli/
 COPY service/ service/
 COPY workers/ workers/
+COPY train/ train/
 COPY nn/ nn/
 COPY migrations/ migrations/
 COPY ui/ ui/

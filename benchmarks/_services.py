@@ -43,7 +43,7 @@ def require(*services: str) -> None:
 def postgres_database(prefix: str) -> Iterator[str]:
     """A fresh database with gradq's schema; its URL; dropped afterwards."""
     import sqlalchemy as sa
-    from gradq.service.db import dispose_engines, upgrade
+    from gradq.service.store.db import dispose_engines, upgrade
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -51,8 +51,8 @@ def _gradq_command() -> list[str]:
 def make_jobs(n: int) -> list[str]:
     """``n`` queued jobs in the current GRADQ_HOME's database, made through the service:
     comparisons of 99 children (n // 100 − 1 of them) and single train jobs for the rest."""
-    from gradq.service import jobs
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     spec = validate({"data": {"dataset": "digits"}})
     train = jobs.NewJob(spec=spec, kind="train", name="bench", seed=0,
@@ -94,7 +94,7 @@ def measure(jobs: int = 1000, repeats: int = 7, many: int = 300) -> dict[str, An
         t = time.perf_counter()
         ids = make_jobs(jobs)
         made_s = time.perf_counter() - t
-        from gradq.service.db import get_engine
+        from gradq.service.store.db import get_engine
 
         get_engine().dispose()  # this process holds no connection to the temporary file
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

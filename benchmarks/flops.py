@@ -93,7 +93,7 @@ def products_side(xp: Any, sizes: tuple[int, ...], batch: int, steps: int) -> An
 def step_side(xp: Any, sizes: tuple[int, ...], batch: int, steps: int) -> dict[str, Any]:
     from gradq.nn.preprocess import Splits
     from gradq.service.spec import validate
-    from gradq.workers.trainer import Trainer, make_stepper
+    from gradq.train.trainer import Trainer, make_stepper
 
     rng = np.random.default_rng(0)
     n = batch * 8

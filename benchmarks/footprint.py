@@ -58,7 +58,7 @@ SELECT coalesce(sum(s.table_len - s.free_space), 0) FROM rels,
 def table_bytes(url: str) -> dict[str, int]:
     """Bytes per gradq table (its indexes and TOAST included), after compacting."""
     import sqlalchemy as sa
-    from gradq.service.db import dispose_engines, get_engine
+    from gradq.service.store.db import dispose_engines, get_engine
 
     dispose_engines()
     engine = get_engine(url)
@@ -83,7 +83,7 @@ def facts(url: str) -> dict[str, Any]:
     """What the train jobs so far must keep (parameters, curve points), summed, and what
     else they hold."""
     import sqlalchemy as sa
-    from gradq.service.db import dispose_engines, get_engine
+    from gradq.service.store.db import dispose_engines, get_engine
 
     engine = get_engine(url)
     with engine.connect() as conn:
@@ -102,7 +102,8 @@ def facts(url: str) -> dict[str, Any]:
 
 def run_once(case: str, seed: int, quick: bool) -> None:
     """``gradq run`` in this process: validate, store, run every job (as the CLI does)."""
-    from gradq.service import jobs, submit
+    from gradq.service import submit
+    from gradq.service.store import jobs
     from gradq.workers.runner import execute
 
     c = CASES[case]
@@ -162,7 +163,7 @@ def main() -> None:
                 if dbname == "sqlite":
                     with tempfile.TemporaryDirectory() as d:
                         url = f"sqlite:///{d}/gradq.db"
-                        from gradq.service.db import upgrade
+                        from gradq.service.store.db import upgrade
 
                         upgrade(url)
                         doc = run_case(case, url, keep, args.quick)

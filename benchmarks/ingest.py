@@ -36,9 +36,9 @@ def rows_for(step0: int, points: int, names: int = 8) -> list[tuple]:
 def main() -> None:
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
     _services.require("postgresql")
-    from gradq.service import jobs
-    from gradq.service.compare import expand
+    from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     sizes = (8, 1000) if args.quick else (8, 100, 1_000, 10_000, 50_000)
     calls = 3 if args.quick else 5
@@ -105,7 +105,7 @@ def main() -> None:
 
 def _count(url: str, job_id: str) -> int:
     import sqlalchemy as sa
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     with get_engine(url).connect() as c:
         return int(c.execute(sa.text("select count(*) from metrics where job_id = :j"),

@@ -25,7 +25,7 @@ def gradq_side(xp: Any, X: np.ndarray, y: np.ndarray, steps: int) -> dict[str, A
     from gradq.nn import optimizers as first_order
     from gradq.nn.preprocess import Splits
     from gradq.service.spec import validate
-    from gradq.workers.trainer import Trainer, make_stepper
+    from gradq.train.trainer import Trainer, make_stepper
 
     spec = validate({"data": {"dataset": "digits", "validation": 0.0, "test": 0.0},
                      "dtype": "float32", "seed": 0,

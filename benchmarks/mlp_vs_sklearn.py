@@ -42,7 +42,7 @@ from gradq.nn.backend import get_array_module, synchronize
 from gradq.nn.datasets import load_builtin
 from gradq.nn.preprocess import Splits, prepare
 from gradq.service.spec import validate
-from gradq.workers.trainer import NullHooks, Trainer
+from gradq.train.trainer import NullHooks, Trainer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_info, threadpool_limits

@@ -54,7 +54,7 @@ def round_trips(url: str) -> dict[str, float]:
     """Median of 50 bare round trips: Redis PING, PostgreSQL SELECT 1 (milliseconds)."""
     import redis
     import sqlalchemy as sa
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     r = redis.Redis.from_url(_services.REDIS_URL)
     out = {}
@@ -82,7 +82,7 @@ def main() -> None:
     import redis
     import sqlalchemy as sa
     from gradq.service import submit as submit_service
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     n_jobs = args.jobs or (6 if args.quick else 200)
     home = Path(tempfile.mkdtemp(prefix="gradq-queue-"))

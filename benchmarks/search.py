@@ -68,7 +68,7 @@ def gradq_search(doc: dict[str, Any], threads: int | None) -> float:
 def splits(doc: dict[str, Any]) -> Any:
     """The tuning seed's split of digits, as gradq prepares it."""
     from gradq.nn.datasets import load_builtin
-    from gradq.service.compare import tune_seeds
+    from gradq.service.experiments.compare import tune_seeds
     from gradq.service.spec import validate
     from gradq.workers.data import prepare_splits
 
@@ -133,7 +133,7 @@ def main() -> None:
     trials = args.trials or (4 if args.quick else 64)
     epochs = args.epochs or (1 if args.quick else 10)
     repeats = args.repeats or (1 if args.quick else 3)
-    from gradq.service import search
+    from gradq.service.experiments import search
 
     doc = spec(trials, epochs)
     lrs = [t["optimizer.lr"] for t in search.sample(SPACE, trials, "random", doc["seed"])]

@@ -38,7 +38,7 @@ def data(n: int, d: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def children(sizes: tuple[int, ...], seeds: int) -> list[dict[str, Any]]:
     """The comparison's children, as ``gradq submit`` would store them."""
-    from gradq.service.compare import expand
+    from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
 
     spec = validate({"kind": "compare", "dtype": "float32",
@@ -54,8 +54,8 @@ def children(sizes: tuple[int, ...], seeds: int) -> list[dict[str, Any]]:
 def gradq_side(xp: Any, X: np.ndarray, y: np.ndarray, specs: list[dict[str, Any]]
                ) -> dict[str, Any]:
     from gradq.nn.preprocess import Splits
-    from gradq.workers.replicas import ReplicaTrainer, max_replicas
-    from gradq.workers.trainer import NullHooks
+    from gradq.train.replicas import ReplicaTrainer, max_replicas
+    from gradq.train.trainer import NullHooks
 
     empty = np.zeros((0, X.shape[1]), np.float32)
     split = Splits(X, y, empty, y[:0], empty, y[:0], "classification", SIZES[-1])

@@ -29,11 +29,11 @@ def main() -> None:
     os.environ.pop("GRADQ_DATABASE_URL", None)
     import numpy as np
     import sqlalchemy as sa
-    from gradq.service import jobs, queries
-    from gradq.service.compare import expand
-    from gradq.service.db import get_engine, session_scope
-    from gradq.service.models import Job, JobStatus
+    from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
+    from gradq.service.store import jobs, queries
+    from gradq.service.store.db import get_engine, session_scope
+    from gradq.service.store.models import Job, JobStatus
     from gradq.ui.app import create_app
     from starlette.testclient import TestClient
 

@@ -46,14 +46,14 @@ class _LazyModule:
 
 
 if TYPE_CHECKING:
-    from gradq.service import datasets as datasets_service
-    from gradq.service import db, jobs, queries
     from gradq.service import submit as submit_service
+    from gradq.service.store import datasets as datasets_service
+    from gradq.service.store import db, jobs, queries
 else:
-    datasets_service = _LazyModule("gradq.service.datasets")
-    db = _LazyModule("gradq.service.db")
-    jobs = _LazyModule("gradq.service.jobs")
-    queries = _LazyModule("gradq.service.queries")
+    datasets_service = _LazyModule("gradq.service.store.datasets")
+    db = _LazyModule("gradq.service.store.db")
+    jobs = _LazyModule("gradq.service.store.jobs")
+    queries = _LazyModule("gradq.service.store.queries")
     submit_service = _LazyModule("gradq.service.submit")
 
 
@@ -291,7 +291,7 @@ def ls(status: str | None, kind: str | None, parent: str | None, name: str | Non
 
 def _since(value: str | None) -> datetime | None:
     """``--since WHEN`` as a UTC datetime; a value it cannot read is a usage error (exit 2)."""
-    from gradq.service.queries import parse_since
+    from gradq.service.store.queries import parse_since
 
     try:
         return parse_since(value) if value else None
@@ -355,7 +355,7 @@ def curves(jobs_: tuple[str, ...], metrics: tuple[str, ...], csv_path: Path | No
     if csv_path:
         _write_csv(docs, csv_path)
     if png_path:
-        from gradq.service.plots import plot_curves
+        from gradq.service.experiments.plots import plot_curves
 
         plot_curves(docs, png_path, queries.labels([d["id"] for d in docs]))
     if as_json:
@@ -462,7 +462,7 @@ def _size(n: int) -> str:
 @handle_errors
 def rm(job_refs: tuple[str, ...], force: bool, wait_s: float | None, as_json: bool) -> None:
     """Delete jobs (a comparison: with its children) and everything they own."""
-    from gradq.service import retention
+    from gradq.service.store import retention
 
     done = retention.remove(job_refs, force=force, wait_s=wait_s,
                             on_wait=lambda m: click.echo(m, err=True))
@@ -484,7 +484,7 @@ def rm(job_refs: tuple[str, ...], force: bool, wait_s: float | None, as_json: bo
 @handle_errors
 def gc(dry_run: bool, vacuum: bool, as_json: bool) -> None:
     """Delete checkpoints of finished jobs, unused datasets and orphaned rows."""
-    from gradq.service import retention
+    from gradq.service.store import retention
 
     doc = retention.collect(dry_run=dry_run, vacuum=vacuum)
     if as_json:
@@ -633,14 +633,14 @@ def _print_status(doc: dict[str, Any]) -> None:
 
 
 def _print_compare(job_id: str, as_json: bool, png: Path | None = None) -> None:
-    from gradq.service.report import build_report
+    from gradq.service.experiments.report import build_report
 
     rep = build_report(job_id)
     if rep.get("kind") == "bagging":
         _print_bagging(rep, as_json)
         return
     if png:
-        from gradq.service.plots import plot_report
+        from gradq.service.experiments.plots import plot_report
 
         written = plot_report(rep, png)
         if not as_json:

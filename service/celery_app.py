@@ -11,9 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery import Celery
+from gradq.service.settings import get_settings, redact
 from kombu import Queue
-
-from .settings import get_settings, redact
 
 RUN_TASK = "gradq.run_job"
 QUEUES = ("gpu", "cpu", "auto")  # device: cuda → gpu, cpu → cpu, auto → either worker kind
@@ -71,7 +70,7 @@ def _client_app(broker_url: str) -> Celery:
 
 
 def _broker_error(url: str, exc: BaseException):
-    from .db import ServiceUnavailable
+    from gradq.service.store.db import ServiceUnavailable
 
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ServiceUnavailable(f"broker {redact(url)} is unreachable ({redact(reason)}): "

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SettingsError
+from gradq.service.errors import SettingsError
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,10 @@ from typing import Any
 
 from gradq.nn.datasets import BUILTIN, Dataset, DatasetError, load_builtin
 from gradq.nn.preprocess import split_indices
-
-from . import jobs
-from .celery_app import ping_broker, send_job
-from .compare import expand
-from .datasets import fetch_dataset_bytes, read_user_file, registered
-from .settings import get_settings
-from .spec import (
+from gradq.service.celery_app import ping_broker, send_job
+from gradq.service.experiments.compare import expand
+from gradq.service.settings import get_settings
+from gradq.service.spec import (
     FULL_BATCH_OPTIMIZERS,
     SpecError,
     apply_overrides,
@@ -31,6 +28,8 @@ from .spec import (
     load_spec_file,
     validate,
 )
+from gradq.service.store import jobs
+from gradq.service.store.datasets import fetch_dataset_bytes, read_user_file, registered
 
 
 @dataclass(frozen=True)

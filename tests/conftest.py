@@ -66,7 +66,7 @@ def pg_url(monkeypatch: pytest.MonkeyPatch) -> str:
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     monkeypatch.setenv("GRADQ_DATABASE_URL", url)
     yield url
-    from gradq.service.db import dispose_engines
+    from gradq.service.store.db import dispose_engines
 
     dispose_engines()
     with admin.connect() as c:
@@ -90,7 +90,7 @@ def redis_url(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(autouse=True)
 def _fresh_engines():
     """Engines are cached per URL; each test starts without any."""
-    from gradq.service.db import dispose_engines
+    from gradq.service.store.db import dispose_engines
 
     dispose_engines()
     yield

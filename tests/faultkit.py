@@ -52,14 +52,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
 
 # ---------------------------------------------------------------------------- the DB
 def engine() -> sa.Engine:
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     return get_engine()
 
 
 def job_row(job_id: str) -> dict[str, Any]:
     """The job's row, as a dict (status as its string value)."""
-    from gradq.service.models import Job
+    from gradq.service.store.models import Job
 
     with engine().connect() as c:
         row = c.execute(sa.select(Job.__table__).where(Job.id == job_id)).mappings().one()
@@ -69,7 +69,7 @@ def job_row(job_id: str) -> dict[str, Any]:
 
 
 def statuses(job_ids: Sequence[str]) -> dict[str, str]:
-    from gradq.service.models import Job
+    from gradq.service.store.models import Job
 
     with engine().connect() as c:
         rows = c.execute(sa.select(Job.id, Job.status).where(Job.id.in_(list(job_ids)))).all()
@@ -98,7 +98,7 @@ def wait_jobs(job_ids: Sequence[str], timeout: float, want: Iterable[str] = FINI
 
 
 def results_count(job_ids: Sequence[str] | None = None) -> int:
-    from gradq.service.models import Result
+    from gradq.service.store.models import Result
 
     q = sa.select(sa.func.count()).select_from(Result)
     if job_ids is not None:
@@ -108,7 +108,7 @@ def results_count(job_ids: Sequence[str] | None = None) -> int:
 
 
 def result_extra(job_id: str) -> dict[str, Any]:
-    from gradq.service.models import Result
+    from gradq.service.store.models import Result
 
     with engine().connect() as c:
         raw = c.execute(sa.select(Result.extra).where(Result.job_id == job_id)).scalar_one()
@@ -148,8 +148,9 @@ def submit_spec(path: Path, *, queue: str | None = None, sets: Sequence[str] = (
     to the job's own queue, or to ``queue`` when given. Everything published *again* (by
     the sweeper, or ``gradq retry``) goes to the job's own queue, so a test can hand the
     first run of a job to one pool and every later run to another."""
-    from gradq.service import jobs, submit
+    from gradq.service import submit
     from gradq.service.celery_app import send_job
+    from gradq.service.store import jobs
 
     ids = submit.create(submit.prepare(path, list(sets)), priority=priority)
     todo = jobs.runnable(ids)
@@ -160,7 +161,7 @@ def submit_spec(path: Path, *, queue: str | None = None, sets: Sequence[str] = (
 
 
 def curves(job_id: str) -> dict[str, dict[str, list]]:
-    from gradq.service import queries
+    from gradq.service.store import queries
 
     return queries.curves(job_id)["metrics"]
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from _cli import invoke, run_all, write_spec
-from gradq.service import queries, submit
-from gradq.service.db import session_scope
-from gradq.service.models import Job
+from gradq.service import submit
+from gradq.service.store import queries
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Job
+from gradq.train.trainer import minibatch_order
 from gradq.workers.data import load_dataset, prepare_splits
-from gradq.workers.trainer import minibatch_order
 
 
 def arms_spec(arms: list[dict[str, Any]], *, seeds: int = 2, **compare: Any) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mp.setenv("GRADQ_HOME", str(home))
     mp.setenv("GRADQ_DEVICE", "cpu")
     mp.delenv("GRADQ_DATABASE_URL", raising=False)
-    from gradq.service.db import dispose_engines
+    from gradq.service.store.db import dispose_engines
 
     dispose_engines()
     try:

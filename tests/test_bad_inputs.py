@@ -294,7 +294,7 @@ def seeded_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A GRADQ_HOME whose SQLite database holds a finished job (curves, checkpoint, result,
     artifacts, its dataset) and a registered dataset name: the rows a refused command
     must leave alone."""
-    from gradq.service.db import dispose_engines
+    from gradq.service.store.db import dispose_engines
 
     home = tmp_path_factory.mktemp("seeded") / "home"
     work = home.parent
@@ -345,7 +345,7 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
         case: Bad, seeded_home: tuple[Path, str], gradq_home: Path, redis_url: str,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import redis
-    from gradq.service.db import dispose_engines
+    from gradq.service.store.db import dispose_engines
 
     # Given a database with a finished job in it, and an empty broker
     template, job = seeded_home

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gradq.service import jobs, queries
+from gradq.service.store import jobs, queries
 
 # iris with validation and test parts of 0.2: 90 training rows in batches of 16 → 6 steps
 # per epoch; a curve point after every step, a checkpoint after every epoch but the last
@@ -44,7 +44,7 @@ def gradq_run(spec: Path, **env: str) -> subprocess.CompletedProcess:
 
 def running_job() -> str:
     import sqlalchemy as sa
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     with get_engine().connect() as c:
         rows = c.execute(sa.text("select id from jobs where status = 'running'")).all()
@@ -90,7 +90,7 @@ def test_kill_9_resumes_from_the_last_checkpoint_with_the_same_curves(
 
 
 def test_kill_9_resumes_the_same_on_postgresql(tmp_path: Path, pg_url: str) -> None:
-    from gradq.service.db import upgrade
+    from gradq.service.store.db import upgrade
 
     upgrade(pg_url)
     kill_and_resume(tmp_path, "step", 20, 3)
@@ -128,7 +128,7 @@ def test_the_writer_writes_in_order_and_reports_at_the_next_call() -> None:
 def test_checkpoints_wait_for_their_interval(tmp_path: Path, interval: str, kept: int
                                              ) -> None:
     import sqlalchemy as sa
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(SPEC))

@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 from _cli import invoke, private_redis_db
 from gradq.cli.main import main
-from gradq.service.db import dispose_engines, get_engine
-from gradq.service.models import Base
+from gradq.service.store.db import dispose_engines, get_engine
+from gradq.service.store.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"

@@ -31,7 +31,7 @@ def _raise(exc: BaseException, depth: int = 0):  # noqa: ANN202 - a stand-in of 
 def test_a_bug_is_an_internal_error_with_its_traceback_not_bad_usage(
         monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
     # Given a service function with a bug (each of these was exit 2, "bad usage", before)
-    monkeypatch.setattr("gradq.service.queries.list_jobs", _raise(exc))
+    monkeypatch.setattr("gradq.service.store.queries.list_jobs", _raise(exc))
     # When a command calls it
     code, out, err = invoke("ls")
     # Then: exit 4, one line naming it an internal error, then the short traceback
@@ -47,7 +47,7 @@ def test_a_bug_is_an_internal_error_with_its_traceback_not_bad_usage(
 
 
 def test_verbose_shows_the_whole_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gradq.service.queries.list_jobs", _raise(KeyError("spec"), depth=5))
+    monkeypatch.setattr("gradq.service.store.queries.list_jobs", _raise(KeyError("spec"), depth=5))
     code, _, short = invoke("ls")
     code_v, _, whole = invoke("-v", "ls")
     assert code == code_v == 4
@@ -61,13 +61,14 @@ def test_verbose_shows_the_whole_traceback(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_reader_that_closed_the_pipe_is_not_an_internal_error(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gradq.service.queries.list_jobs", _raise(BrokenPipeError(32, "pipe")))
+    monkeypatch.setattr("gradq.service.store.queries.list_jobs",
+                        _raise(BrokenPipeError(32, "pipe")))
     code, _, err = invoke("ls")
     assert code == 141 and err == ""  # as `gradq ls | head` ends when head has its lines
 
 
 def test_an_internal_error_hides_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gradq.service.queries.list_jobs",
+    monkeypatch.setattr("gradq.service.store.queries.list_jobs",
                         _raise(RuntimeError("postgresql://gradq:s3cret@db/gradq broke")))
     code, _, err = invoke("-v", "ls")
     assert code == 4 and "s3cret" not in err and "gradq:***@db" in err
@@ -85,8 +86,8 @@ def test_a_bad_setting_is_bad_usage_naming_the_variable(monkeypatch: pytest.Monk
 
 
 def test_a_report_of_a_train_job_is_bad_usage() -> None:
-    from gradq.service import jobs
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     spec = validate({"data": {"dataset": "iris"}})
     job_id = jobs.create_jobs(jobs.NewJob(spec=spec, kind="train", name=None, seed=0,
@@ -115,7 +116,7 @@ def test_db_current_reports_an_unreadable_sqlite_path_as_unreachable(tmp_path) -
 def test_db_current_shows_a_fault_after_connecting_as_what_it_is(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a database that answers, and a bug in reading its version
-    monkeypatch.setattr("gradq.service.db._read_version",
+    monkeypatch.setattr("gradq.service.store.db._read_version",
                         _raise(RuntimeError("alembic_version has 3 columns")))
     code, _, err = invoke("db", "current")
     # Then it is not called unreachable (it was, exit 3, before)
@@ -125,7 +126,7 @@ def test_db_current_shows_a_fault_after_connecting_as_what_it_is(
 
 
 def test_db_current_on_a_reachable_database() -> None:
-    from gradq.service.db import head_revision
+    from gradq.service.store.db import head_revision
 
     code, out, _ = invoke("db", "current")
     assert code == 0 and out.strip() == f"current base, head {head_revision()}"

@@ -52,8 +52,8 @@ def imported_by(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
 def stored_job() -> str:
     """A database with its schema (migrated here, not by the command under test) and a
     queued job in it; returns the job's id."""
-    from gradq.service import jobs
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     spec = validate({"data": {"dataset": "iris"}})
     job = jobs.NewJob(spec=spec, kind="train", name="probe", seed=0,
@@ -82,7 +82,7 @@ def test_the_schema_check_agrees_with_alembic() -> None:
     """The start-up check reads the head revision from the version files' text; Alembic's
     own script directory is the reference."""
     from alembic.script import ScriptDirectory
-    from gradq.service import db
+    from gradq.service.store import db
 
     expected = ScriptDirectory.from_config(db.alembic_config("sqlite://")).get_current_head()
     assert db.head_revision() == expected
@@ -92,7 +92,7 @@ def test_the_schema_check_agrees_with_alembic() -> None:
 
 
 def test_head_revision_reads_a_linear_history_and_defers_on_branches(tmp_path: Path) -> None:
-    from gradq.service.db import _head_from_files
+    from gradq.service.store.db import _head_from_files
 
     def write(name: str, body: str) -> None:
         (tmp_path / name).write_text(body)
@@ -139,8 +139,8 @@ def test_gradq_run_makes_the_dataset_once_for_client_and_runner(tmp_path: Path,
 
 # ----------------------------------------------------------------- status JOB JOB...
 def _two_jobs() -> list[str]:
-    from gradq.service import jobs
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     spec = validate({"data": {"dataset": "iris"}})
     ids = []

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from _cli import cli, cli_json, run_all, write_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
-from gradq.service import queries, submit
-from gradq.service.db import session_scope
-from gradq.service.models import Job
+from gradq.service import submit
+from gradq.service.store import queries
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Job
 from gradq.workers.runner import execute
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy as sa
 from _cli import invoke, private_redis_db
 from faultkit import wait_for
-from gradq.service import db, queries
-from gradq.service.models import Job
+from gradq.service.store import db, queries
+from gradq.service.store.models import Job
 
 pytestmark = pytest.mark.services
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from gradq.cli.main import main
-from gradq.service import jobs
-from gradq.service.db import ServiceUnavailable
-from gradq.workers import failures, methods
+from gradq.service.store import jobs
+from gradq.service.store.db import ServiceUnavailable
+from gradq.train import methods
+from gradq.workers import failures
 
 
 def _spec(tmp_path: Path) -> Path:

@@ -43,15 +43,15 @@ from faultkit import (
     write_spec,
 )
 from gradq.cli.main import main as gradq_cli
-from gradq.service import queries
-from gradq.service.jobs import latest_checkpoint
+from gradq.service.store import queries
+from gradq.service.store.jobs import latest_checkpoint
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 def _cluster(url: str, redis_url: str, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    from gradq.service.db import upgrade
+    from gradq.service.store.db import upgrade
 
     upgrade(url)
     monkeypatch.setenv("GRADQ_LEASE_S", str(LEASE_S))
@@ -306,7 +306,7 @@ def test_worker_frozen_inside_a_fenced_write_does_not_block_the_hand_over(cluste
 
 def test_a_frozen_writer_neither_stalls_the_sweeper_nor_keeps_its_job(cluster):
     import sqlalchemy as sa
-    from gradq.service import jobs
+    from gradq.service.store import jobs
 
     # Given a running job whose lease has lapsed, its row locked by a transaction that
     # never ends (a plain session: what a worker stopped mid-write leaves behind)
@@ -412,9 +412,10 @@ BURST = 1000
 def test_burst_of_1000_jobs_on_two_workers_runs_each_exactly_once(cluster):
     import sqlalchemy as sa
     from faultkit import engine
-    from gradq.service import jobs, submit
+    from gradq.service import submit
     from gradq.service.celery_app import send_job
-    from gradq.service.models import Job
+    from gradq.service.store import jobs
+    from gradq.service.store.models import Job
 
     spec = spec_file(cluster.tmp, train_spec(cluster.small, max_steps=1))
     prepared = submit.prepare(spec)

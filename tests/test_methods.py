@@ -1,4 +1,4 @@
-"""The procedures of ``workers/methods.py`` (kernel SVM, bagging) and learning that is real:
+"""The procedures of ``train/methods.py`` (kernel SVM, bagging) and learning that is real:
 an MLP on digits and on MNIST. NumPy always, CuPy where a GPU is.
 """
 
@@ -22,9 +22,9 @@ from gradq.nn.datasets import load_builtin
 from gradq.nn.network import Network
 from gradq.nn.preprocess import Splits
 from gradq.service.spec import validate
+from gradq.train.methods import bootstrap_indices, error_vectors, member_seed, train
+from gradq.train.trainer import NullHooks, architecture
 from gradq.workers.data import prepare_splits
-from gradq.workers.methods import bootstrap_indices, error_vectors, member_seed, train
-from gradq.workers.trainer import NullHooks, architecture
 from sklearn.svm import SVC
 
 xp = xp_fixture()

@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 from _backends import xp_fixture
 from gradq.nn.datasets import load_builtin
-from gradq.service import jobs, queries
-from gradq.service.compare import expand
+from gradq.service.experiments.compare import expand
 from gradq.service.spec import validate
+from gradq.service.store import jobs, queries
+from gradq.train.replicas import ReplicaTrainer, batch_key, max_replicas
+from gradq.train.trainer import NullHooks, Trainer
 from gradq.workers.data import prepare_splits
-from gradq.workers.replicas import ReplicaTrainer, batch_key, max_replicas
-from gradq.workers.trainer import NullHooks, Trainer
 
 xp = xp_fixture()
 RTOL = 1e-6
@@ -312,7 +312,7 @@ def _comparison(optimizers: list, seeds: int, **training: Any) -> dict[str, Any]
 
 
 def _store(raw: dict[str, Any]) -> list[str]:
-    from gradq.service.db import ensure_schema, get_engine
+    from gradq.service.store.db import ensure_schema, get_engine
 
     ensure_schema(get_engine())
     spec = validate(raw)
@@ -320,7 +320,7 @@ def _store(raw: dict[str, Any]) -> list[str]:
 
 
 def _rows(sql: str, **params: Any) -> list[Any]:
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     with get_engine().connect() as c:
         return list(c.execute(sa.text(sql), params))
@@ -389,7 +389,7 @@ def test_a_comparison_runs_as_one_batch_with_ordinary_children(
 
 def test_a_bug_in_the_batch_path_is_an_error_not_a_quiet_fallback(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from gradq.workers import replicas
+    from gradq.train import replicas
     from gradq.workers.runner import execute
 
     children = _store(_comparison(["sgd", "adam"], 2))[1:]
@@ -413,7 +413,7 @@ def test_a_bug_in_the_batch_path_is_an_error_not_a_quiet_fallback(
 
 def test_a_batch_set_up_bug_is_an_error_too(monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
-    from gradq.workers import replicas
+    from gradq.train import replicas
     from gradq.workers.runner import execute
 
     children = _store(_comparison(["sgd"], 2))[1:]
@@ -451,7 +451,7 @@ def test_a_sibling_whose_lease_is_lost_is_dropped_and_the_others_finish() -> Non
         # after the first log interval, the sweeper hands the victim to someone else
         seen.append(progress["step"])
         if len(seen) == 2:
-            from gradq.service.db import get_engine
+            from gradq.service.store.db import get_engine
 
             with get_engine().begin() as c:
                 c.execute(sa.text("update jobs set status = 'queued', "

@@ -21,9 +21,10 @@ import sqlalchemy as sa
 from _cli import cli, cli_json, run_all, write_spec
 from click.testing import CliRunner
 from gradq.cli.main import main
-from gradq.service import report, submit
-from gradq.service.db import session_scope
-from gradq.service.models import Job, JobStatus
+from gradq.service import submit
+from gradq.service.experiments import report
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Job, JobStatus
 from gradq.workers.runner import execute
 from scipy import stats
 

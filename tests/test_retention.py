@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from _cli import invoke
-from gradq.service import checkpoint_policy, db, jobs, retention, submit
-from gradq.service.models import Checkpoint, Job, JobStatus, Metric
+from gradq.service import submit
+from gradq.service.store import checkpoint_policy, db, jobs, retention
+from gradq.service.store.models import Checkpoint, Job, JobStatus, Metric
 from gradq.workers import runner
 
 TRAIN = {"name": "keep-me", "device": "cpu", "data": {"dataset": "iris"},
@@ -280,8 +281,8 @@ def test_gc_racing_a_resuming_job_leaves_its_checkpoint(database: str,
     # Given a job whose worker died after its first checkpoint (lease lapsed: queued again)
     [jid] = store(tmp_path, {**TRAIN, "training": {"epochs": 6, "batch_size": 32}}, "r.json")
     lease = jobs.claim(jid, "dead")
+    from gradq.train.trainer import Trainer
     from gradq.workers.data import load_dataset, prepare_splits
-    from gradq.workers.trainer import Trainer
 
     with db.session_scope() as s:
         spec = json.loads(s.get(Job, jid).spec)

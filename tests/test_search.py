@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from _cli import run_all, write_spec
-from gradq.service import jobs, queries, search, submit
-from gradq.service.compare import Kid, advance
-from gradq.service.db import session_scope
-from gradq.service.models import Checkpoint, Job, Metric, Result
+from gradq.service import submit
+from gradq.service.experiments import search
+from gradq.service.experiments.compare import Kid, advance
+from gradq.service.store import jobs, queries
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Checkpoint, Job, Metric, Result
 from gradq.workers.runner import execute
 
 SPACES = {

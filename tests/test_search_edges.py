@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gradq.service.report import _search_doc
+from gradq.service.experiments.report import _search_doc
 from gradq.service.spec import SpecError, validate
-from gradq.workers.replicas import batch_key
+from gradq.train.replicas import batch_key
 from test_search import search_spec
 
 

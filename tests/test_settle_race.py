@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from gradq.service import db, jobs
-from gradq.service.db import session_scope
-from gradq.service.models import Job, JobStatus
-from gradq.service.newjob import NewJob
+from gradq.service.store import db, jobs
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Job, JobStatus
+from gradq.service.store.newjob import NewJob
 
 
 def _trial(n: int) -> NewJob:

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from _cli import cli, cli_json, write_spec
-from gradq.service import plots, report, submit
-from gradq.service.db import session_scope
-from gradq.service.models import Job, JobStatus, Metric, Result
+from gradq.service import submit
+from gradq.service.experiments import plots, report
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Job, JobStatus, Metric, Result
 from scipy import stats
 
 

@@ -21,10 +21,10 @@ import pytest
 import sqlalchemy as sa
 from _cli import invoke
 from conftest import PG_ADMIN_URL, REDIS_URL, need_service
-from gradq.service import db, jobs, queries
-from gradq.service.db import SchemaError, session_scope
-from gradq.service.jobs import InvalidTransition, JobNotFound, Lease, LeaseLost, NewJob
-from gradq.service.models import (
+from gradq.service.store import db, jobs, queries
+from gradq.service.store.db import SchemaError, session_scope
+from gradq.service.store.jobs import InvalidTransition, JobNotFound, Lease, LeaseLost, NewJob
+from gradq.service.store.models import (
     Artifact,
     Base,
     Checkpoint,

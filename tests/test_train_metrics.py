@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from gradq.nn.datasets import load_builtin
 from gradq.service.spec import validate
+from gradq.train.replicas import ReplicaTrainer
+from gradq.train.trainer import NullHooks, Trainer
 from gradq.workers.data import prepare_splits
-from gradq.workers.replicas import ReplicaTrainer
-from gradq.workers.trainer import NullHooks, Trainer
 
 
 def spec(**training: Any) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class World:
 
     def log_points(self, n: int) -> None:
         """The live job logs ``n`` more steps of train_loss and val_loss, as a worker does."""
-        from gradq.service import jobs
+        from gradq.service.store import jobs
 
         rows = []
         for step in range(self.next_step, self.next_step + n):
@@ -83,10 +83,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADQ_HOME", str(home))
         mp.delenv("GRADQ_DATABASE_URL", raising=False)
-        from gradq.service import jobs
-        from gradq.service.compare import expand
-        from gradq.service.db import dispose_engines
+        from gradq.service.experiments.compare import expand
         from gradq.service.spec import validate
+        from gradq.service.store import jobs
+        from gradq.service.store.db import dispose_engines
 
         dispose_engines()
         tmp = home.parent
@@ -307,7 +307,7 @@ def test_a_searched_comparison_draws_expected_best_and_capacity(
     import threading
 
     import uvicorn
-    from gradq.service import report as report_mod
+    from gradq.service.experiments import report as report_mod
     from gradq.ui.app import create_app
 
     monkeypatch.setenv("GRADQ_HOME", str(world.home))

@@ -33,7 +33,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADQ_HOME", str(home))
         mp.delenv("GRADQ_DATABASE_URL", raising=False)
-        from gradq.service.db import dispose_engines
+        from gradq.service.store.db import dispose_engines
 
         dispose_engines()
         cli("run", str(write_spec(tmp, {**TRAIN, "name": HOSTILE}, "a.json")), "--json")
@@ -157,10 +157,10 @@ def test_what_users_wrote_is_escaped(client) -> None:
 
 
 def test_error_text_is_escaped_and_its_passwords_hidden(client) -> None:
-    from gradq.service import jobs
-    from gradq.service.compare import expand
-    from gradq.service.models import JobStatus
+    from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
+    from gradq.service.store.models import JobStatus
 
     [job] = jobs.create_jobs(expand(validate({**TRAIN, "name": "broken"})), dataset=None,
                              priority=0, max_attempts=3)
@@ -177,7 +177,7 @@ def test_error_text_is_escaped_and_its_passwords_hidden(client) -> None:
 
 def test_a_password_in_the_database_url_is_never_shown(pg_url: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradq.service.db import upgrade
+    from gradq.service.store.db import upgrade
     from gradq.ui.app import create_app
     from starlette.testclient import TestClient
 
@@ -222,7 +222,7 @@ def test_parameters_are_served_by_job_id(client) -> None:
 
 
 def queries_artifact(job: str) -> bytes:
-    from gradq.service.queries import artifact
+    from gradq.service.store.queries import artifact
 
     return artifact(job, "model")
 
@@ -243,7 +243,7 @@ def test_the_comparison_page_shows_the_whole_report(client) -> None:
 
 def test_the_report_is_rendered_in_the_shape_stats_is_adding(monkeypatch, client) -> None:
     """``pairs`` with p and Holm's p, arm labels, gaps, a search and seeds all show."""
-    from gradq.service import report as report_mod
+    from gradq.service.experiments import report as report_mod
 
     [parent] = ids("compare")
     old = report_mod.build_report(parent)
@@ -277,9 +277,9 @@ def test_a_bagging_job_shows_its_members_against_the_ensemble(client) -> None:
 
 
 def test_a_running_comparison_is_marked_partial(client) -> None:
-    from gradq.service import jobs
-    from gradq.service.compare import expand
+    from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     ids_ = jobs.create_jobs(expand(validate({**COMPARE, "name": "unfinished"})), dataset=None,
                             priority=0, max_attempts=3)
@@ -331,9 +331,9 @@ def test_the_overlay_page_labels_jobs_by_name_arm_and_seed(client) -> None:
 # -------------------------------------------------------- the service queries
 def _create_and_log(values: np.ndarray, start: int) -> str:
     """A running job that logged ``values`` as train_loss at steps start, start+1, …"""
-    from gradq.service import jobs
-    from gradq.service.compare import expand
+    from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
+    from gradq.service.store import jobs
 
     [job_id] = jobs.create_jobs(expand(validate({**TRAIN, "name": "long"})), dataset=None,
                                 priority=0, max_attempts=3)
@@ -348,11 +348,11 @@ def _create_and_log(values: np.ndarray, start: int) -> str:
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_downsampling_keeps_the_first_last_lowest_and_highest_points(
         database: str, request: pytest.FixtureRequest) -> None:
-    from gradq.service import queries
+    from gradq.service.store import queries
 
     if database == "postgresql":
         request.getfixturevalue("pg_url")
-        from gradq.service.db import upgrade
+        from gradq.service.store.db import upgrade
 
         upgrade()
 
@@ -387,7 +387,7 @@ def test_downsampling_keeps_the_first_last_lowest_and_highest_points(
 
 
 def test_after_step_returns_only_what_is_new() -> None:
-    from gradq.service import queries
+    from gradq.service.store import queries
 
     job = _create_and_log(np.linspace(1, 0, 50), start=0)
     doc = queries.curves(job, after_step=44)["metrics"]["train_loss"]
@@ -399,9 +399,9 @@ def test_paging_ten_thousand_jobs(client, monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
     """Pages are disjoint and complete; the page asks the database for one page only."""
     import sqlalchemy as sa
-    from gradq.service import queries
-    from gradq.service.db import session_scope
-    from gradq.service.models import Job, JobStatus
+    from gradq.service.store import queries
+    from gradq.service.store.db import session_scope
+    from gradq.service.store.models import Job, JobStatus
 
     monkeypatch.setenv("GRADQ_HOME", str(tmp_path / "many"))
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -432,7 +432,7 @@ def test_paging_ten_thousand_jobs(client, monkeypatch: pytest.MonkeyPatch,
 def test_pages_read_while_a_writer_holds_the_sqlite_file(client) -> None:
     """`gradq run` in one terminal and `gradq ui` in another: no "database is locked"."""
     import sqlalchemy as sa
-    from gradq.service.db import get_engine
+    from gradq.service.store.db import get_engine
 
     job = ids("train")[0]
     started, done = threading.Event(), threading.Event()
@@ -498,7 +498,7 @@ def test_a_bug_is_a_server_error_not_bad_input(home: Path, client: Any,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the service's own errors are 4xx: a bad filter is the user's (400, named), a
     KeyError from a bug is a 500, never passed off as bad input."""
-    from gradq.service import queries
+    from gradq.service.store import queries
     from gradq.ui.app import create_app
     from starlette.testclient import TestClient
 

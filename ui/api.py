@@ -11,11 +11,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gradq.service import queries
-from gradq.service.db import SchemaError, ServiceUnavailable
 from gradq.service.errors import UsageError
-from gradq.service.jobs import JobNotFound, json_safe
 from gradq.service.settings import redact
+from gradq.service.store import queries
+from gradq.service.store.db import SchemaError, ServiceUnavailable
+from gradq.service.store.jobs import JobNotFound, json_safe
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -119,7 +119,7 @@ def job_curves(request: Request) -> dict[str, Any]:
 
 
 def job_report(request: Request) -> dict[str, Any]:
-    from gradq.service.report import build_report
+    from gradq.service.experiments.report import build_report
 
     return build_report(queries.resolve_id(request.path_params["job"]))
 
@@ -127,7 +127,7 @@ def job_report(request: Request) -> dict[str, Any]:
 def job_mean_curves(request: Request) -> dict[str, Any]:
     """The dashboard's own document: per arm, a metric's mean curve over seeds with its 95%
     band, ``{metric, arms: {label: {step, mean, lo, hi}}}`` (what ``report --png`` draws)."""
-    from gradq.service.report import build_report, mean_curves
+    from gradq.service.experiments.report import build_report, mean_curves
 
     job_id = queries.resolve_id(request.path_params["job"])
     metric = str_param(request, "metric") or build_report(job_id)["metric"]

@@ -15,8 +15,8 @@ import webbrowser
 from collections.abc import Iterable
 from pathlib import Path
 
-from gradq.service import queries
 from gradq.service.settings import get_settings, redact
+from gradq.service.store import queries
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware

@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 
 import jinja2
 import yaml
-from gradq.service import queries
 from gradq.service.errors import UsageError
 from gradq.service.settings import get_settings, redact
+from gradq.service.store import queries
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -114,7 +114,7 @@ def job_page(request: Request) -> HTMLResponse:
         report_error = None
         bagging = (doc.get("extra") or {}).get("bagging")
         if doc["kind"] == "compare" or bagging:
-            from gradq.service.report import build_report
+            from gradq.service.experiments.report import build_report
 
             try:
                 report = build_report(doc["id"])

@@ -11,8 +11,8 @@ from typing import Any
 
 from gradq.nn.datasets import Dataset, content_hash, load_builtin, parse_bytes
 from gradq.nn.preprocess import Splits, prepare
-from gradq.service.datasets import fetch_dataset_bytes
 from gradq.service.settings import get_settings
+from gradq.service.store.datasets import fetch_dataset_bytes
 
 
 def load_dataset(spec: dict[str, Any], dataset_hash: str | None) -> Dataset:

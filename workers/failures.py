@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from gradq.service.db import SchemaError, ServiceUnavailable
-from gradq.service.jobs import LeaseLost
+from gradq.service.store.db import SchemaError, ServiceUnavailable
+from gradq.service.store.jobs import LeaseLost
 
 log = logging.getLogger("gradq.worker")
 

@@ -17,11 +17,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from gradq.service import jobs
 from gradq.service.celery_app import MAX_PRIORITY, PRIORITY_SEP, send_job
 from gradq.service.settings import get_settings
-
-from .failures import TRANSIENT
+from gradq.service.store import jobs
+from gradq.workers.failures import TRANSIENT
 
 log = logging.getLogger("gradq.worker")
 

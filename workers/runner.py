@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradq.nn.backend import device_name, get_array_module
-from gradq.service import jobs
-from gradq.service.jobs import Lease, LeaseLost
-from gradq.service.models import Job, JobStatus
 from gradq.service.settings import get_settings
-
-from . import replicas
-from .data import load_dataset, prepare_splits
-from .failures import TRANSIENT, describe, is_out_of_memory, with_retries
-from .faults import failpoint
-from .loop import Snapshot, npz_bytes
-from .methods import train
-from .trainer import MetricRow, Outcome
-from .writer import WriteBehind
+from gradq.service.store import jobs
+from gradq.service.store.jobs import Lease, LeaseLost
+from gradq.service.store.models import Job, JobStatus
+from gradq.train import replicas
+from gradq.train.faults import failpoint
+from gradq.train.loop import Snapshot, npz_bytes
+from gradq.train.methods import train
+from gradq.train.trainer import MetricRow, Outcome
+from gradq.workers.data import load_dataset, prepare_splits
+from gradq.workers.failures import TRANSIENT, describe, is_out_of_memory, with_retries
+from gradq.workers.writer import WriteBehind
 
 log = logging.getLogger("gradq.worker")
 
@@ -485,7 +484,7 @@ def _publish(job_ids: list[str]) -> None:
 
 
 def _load_job(job_id: str) -> Job:
-    from gradq.service.db import session_scope
+    from gradq.service.store.db import session_scope
 
     with session_scope() as s:
         job = s.get(Job, job_id)

@@ -11,9 +11,8 @@ import os
 
 from celery.signals import worker_process_init
 from gradq.service.celery_app import RUN_TASK, make_app
-from gradq.service.db import dispose_engines
-
-from .runner import execute
+from gradq.service.store.db import dispose_engines
+from gradq.workers.runner import execute
 
 log = logging.getLogger("gradq.worker")
 

@@ -41,10 +41,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import search
-from .celery_app import queue_for
-from .newjob import NewJob
-from .spec import (
+from gradq.service.celery_app import queue_for
+from gradq.service.experiments import search
+from gradq.service.spec import (
     FULL_BATCH_OPTIMIZERS,
     arm_spec,
     is_grid,
@@ -52,6 +51,7 @@ from .spec import (
     lower_is_better,
     normalise_optimizer,
 )
+from gradq.service.store.newjob import NewJob
 
 FINISHED_STATES = ("succeeded", "failed", "diverged", "cancelled")
 

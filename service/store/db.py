@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from gradq.service.errors import SchemaError, ServiceUnavailable, SettingsError
+from gradq.service.settings import get_settings, redact
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
-
-from .errors import SchemaError, ServiceUnavailable, SettingsError
-from .settings import get_settings, redact
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -29,8 +29,7 @@ from gradq.nn.network import (
 )
 from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm, penalty
-
-from .loop import (
+from gradq.train.loop import (
     Measures,
     Plan,
     Snapshot,

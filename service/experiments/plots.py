@@ -9,9 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from gradq.service.errors import UsageError  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .errors import UsageError  # noqa: E402
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -50,7 +49,7 @@ def plot_report(rep: dict[str, Any], path: Path) -> list[Path]:
     hyperparameter (``-grid``), the expected best validation metric against the number of
     trials of each searched arm (``-search``), and the capacity figure (``-capacity``).
     Returns the files written."""
-    from .report import mean_curves
+    from gradq.service.experiments.report import mean_curves
 
     path = Path(path)
     written = []

@@ -20,12 +20,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
-from . import checkpoint_policy
-from .db import session_scope
-from .errors import InvalidTransition, JobNotFound
-from .models import (
+from gradq.service.errors import InvalidTransition, JobNotFound
+from gradq.service.settings import get_settings
+from gradq.service.store import checkpoint_policy
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import (
     FINISHED,
     Artifact,
     Checkpoint,
@@ -36,8 +35,8 @@ from .models import (
     Result,
     utcnow,
 )
-from .newjob import NewJob
-from .settings import get_settings
+from gradq.service.store.newjob import NewJob
+from sqlalchemy.orm import Session
 
 
 class LeaseLost(RuntimeError):
@@ -72,7 +71,7 @@ def json_safe(obj: Any) -> Any:
 
 def _dumps(obj: Any) -> str:
     # spec pulls in YAML and NumPy: imported here, so the read commands never load them
-    from .spec import canonical_json
+    from gradq.service.spec import canonical_json
 
     return canonical_json(json_safe(obj))
 
@@ -553,7 +552,7 @@ def _advance(s: Session, parent: Job) -> list[str]:
     progress. Returns the ids to publish (new and promoted jobs)."""
     # compare (planning, with spec validation) is loaded only where a comparison decides
     # something, so that read commands stay light; compare never imports jobs (no cycle)
-    from .compare import Kid, advance, tunes
+    from gradq.service.experiments.compare import Kid, advance, tunes
 
     spec = json.loads(parent.spec)
     if not tunes(spec):
@@ -631,7 +630,7 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
                 "cancelled jobs can be retried")
         if job.kind == "compare":
             # a search trial whose part is over (pruned, or its arm decided) stays as it is
-            from .compare import settled_trial
+            from gradq.service.experiments.compare import settled_trial
 
             progress = json.loads(job.progress or "{}")
             todo = [(r.id, r.queue, r.priority) for r in s.execute(

@@ -26,8 +26,7 @@ from typing import Any
 import yaml
 from gradq.nn.datasets import BUILTIN
 from gradq.nn.optimizers import FIRST_ORDER_DEFAULTS
-
-from .errors import UsageError
+from gradq.service.errors import UsageError
 
 __all__ = [
     "ACTIVATIONS",

@@ -22,8 +22,7 @@ import numpy as np
 from gradq.nn.backend import to_numpy
 from gradq.nn.preprocess import Splits
 from gradq.nn.svm import KernelSVM
-
-from .trainer import Hooks, MetricRow, NullHooks, Outcome, Trainer, architecture
+from gradq.train.trainer import Hooks, MetricRow, NullHooks, Outcome, Trainer, architecture
 
 PARTS = ("train", "val", "test")
 BOOTSTRAP_SALT = 2_147_483_647  # keeps the resampling stream apart from the trainer's streams

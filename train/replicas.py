@@ -49,8 +49,7 @@ from gradq.nn.network import Architecture, Network
 from gradq.nn.preprocess import Splits
 from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
 from gradq.service.settings import get_settings
-
-from .loop import (
+from gradq.train.loop import (
     Measures,
     Plan,
     Snapshot,
@@ -59,7 +58,7 @@ from .loop import (
     host_copy,
     run_loop,
 )
-from .trainer import (
+from gradq.train.trainer import (
     Diverged,
     Hooks,
     MetricRow,

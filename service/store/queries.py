@@ -10,12 +10,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-
-from .db import session_scope
-from .errors import AmbiguousJob, BadArgument, JobNotFound, NotFound
-from .jobs import to_utc
-from .models import FINISHED, Artifact, Job, JobStatus, Metric, Result
-from .settings import redact
+from gradq.service.errors import AmbiguousJob, BadArgument, JobNotFound, NotFound
+from gradq.service.settings import redact
+from gradq.service.store.db import session_scope
+from gradq.service.store.jobs import to_utc
+from gradq.service.store.models import FINISHED, Artifact, Job, JobStatus, Metric, Result
 
 
 def resolve(s: sa.orm.Session, job_id: str) -> Job:

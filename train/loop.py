@@ -29,8 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from gradq.nn.backend import array_module, to_numpy
 from gradq.service.settings import get_settings
-
-from .faults import failpoint
+from gradq.train.faults import failpoint
 
 
 # ------------------------------------------------------------------------ the plan

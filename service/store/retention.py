@@ -26,13 +26,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
-
-from . import checkpoint_policy
-from .db import get_engine, session_scope
-from .jobs import InvalidTransition, cancel
-from .models import (
+from gradq.service.settings import get_settings
+from gradq.service.store import checkpoint_policy
+from gradq.service.store.db import get_engine, session_scope
+from gradq.service.store.jobs import InvalidTransition, cancel
+from gradq.service.store.models import (
     FINISHED,
     Artifact,
     Checkpoint,
@@ -43,8 +41,9 @@ from .models import (
     Metric,
     Result,
 )
-from .queries import resolve
-from .settings import get_settings
+from gradq.service.store.queries import resolve
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 KINDS = ("jobs", "metrics", "results", "checkpoints", "artifacts")
 """What a job owns, in the order ``rm`` reports it."""

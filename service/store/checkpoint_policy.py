@@ -18,10 +18,9 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
+from gradq.service.settings import get_settings
+from gradq.service.store.models import FINISHED, Checkpoint, Job, JobStatus
 from sqlalchemy.orm import Session
-
-from .models import FINISHED, Checkpoint, Job, JobStatus
-from .settings import get_settings
 
 
 def checkpoint_needed(status: JobStatus | str, spec: dict[str, Any],

@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from gradq.service.errors import UsageError
+from gradq.service.spec import lower_is_better
+from gradq.service.store.db import session_scope
+from gradq.service.store.models import Job, JobStatus, Metric, Result
+from gradq.service.store.queries import resolve
 from scipy import stats
 from sqlalchemy.orm import Session
-
-from .db import session_scope
-from .errors import UsageError
-from .models import Job, JobStatus, Metric, Result
-from .queries import resolve
-from .spec import lower_is_better
 
 STATISTICS_PHASES = (None, "final")  # tuning runs and search trials are never pooled
 
