@@ -754,6 +754,10 @@ def _print_bagging(rep: dict[str, Any], as_json: bool) -> None:
                f"mean member error: {fmt(rep['mean_member_error'])}")
 
 
+from .pool import workers as _workers  # noqa: E402 - a command module using the helpers above
+
+main.add_command(_workers)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
 

@@ -57,6 +57,15 @@ def device_name(xp: ModuleType) -> str:
     return "cpu (numpy)"
 
 
+def gpu_name() -> str | None:
+    """The current CUDA device's name (e.g. ``NVIDIA H200``), None without a usable GPU."""
+    if not gpu_available():
+        return None
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props.get("name", b"")
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
 def to_numpy(x: Any) -> numpy.ndarray:
     """Copy an array to the host (a no-op for NumPy arrays)."""
     if cupy is not None and isinstance(x, cupy.ndarray):

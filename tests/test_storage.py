@@ -36,7 +36,7 @@ from gradq.service.store.models import (
     utcnow,
 )
 
-TABLES = {"datasets", "dataset_names", "jobs", "metrics", "results", "checkpoints",
+TABLES = {"datasets", "dataset_names", "jobs", "metrics", "results", "checkpoints", "workers",
           "artifacts"}
 RESULT = {"final": {"train_loss": 0.1, "test_loss": 0.2, "test_accuracy": 0.9},
           "timing": {"queued_s": 0.0, "run_s": 1.0, "samples_per_s": 10.0}, "params": 10}

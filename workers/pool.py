@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,9 @@ from dataclasses import dataclass
 from gradq.service.celery_app import MAX_PRIORITY, PRIORITY_SEP, send_job
 from gradq.service.settings import get_settings
 from gradq.service.store import jobs
+from gradq.service.store import workers as pool_table
 from gradq.workers.failures import TRANSIENT
+from gradq.workers.presence import NODE_ENV, QUEUES_ENV, worker_host
 
 log = logging.getLogger("gradq.worker")
 
@@ -38,7 +39,7 @@ class Member:
 def plan(gpus: list[int] | None, cpu: bool, queues: tuple[str, ...] | None,
          concurrency: int) -> list[Member]:
     """Which processes to start: one per GPU, and/or one CPU worker of ``concurrency``."""
-    host = f"{socket.gethostname()}-{os.getpid()}"  # unique per pool: Flower tells them apart
+    host = f"{worker_host()}-{os.getpid()}"  # unique per pool: Flower tells them apart
     members: list[Member] = []
     cores = os.cpu_count() or 1
     for g in gpus or []:
@@ -73,6 +74,9 @@ def sweep_once(lease_s: float) -> int:
         send_job(job_id, queue, priority)
     if todo:
         log.info("sweeper: published %d job(s) again", len(todo))
+    pruned = pool_table.prune()
+    if pruned:
+        log.info("sweeper: forgot %d worker(s) gone for over a day", pruned)
     return len(todo)
 
 
@@ -122,7 +126,7 @@ def run_pool(members: list[Member], loglevel: str = "INFO") -> int:
     stopping = threading.Event()
 
     def start(m: Member) -> None:
-        env = {**os.environ, **m.env}
+        env = {**os.environ, **m.env, NODE_ENV: m.name, QUEUES_ENV: ",".join(m.queues)}
         procs[m.name] = subprocess.Popen(celery_command(m, loglevel), env=env)
         log.info("started %s (pid %d) on queues %s", m.name, procs[m.name].pid,
                  ",".join(m.queues))

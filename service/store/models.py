@@ -156,3 +156,25 @@ class Artifact(Base):
 
 
 Index("ix_jobs_status_queue", Job.status, Job.queue)
+
+
+class Worker(Base):
+    """One worker process of a pool (``gradq workers``): registered when it starts, its
+    heartbeat renewed while it lives; all its times come from the database's clock.
+
+    ``current_job`` is a plain id, not a foreign key: a job may be deleted (``gradq rm``)
+    while a worker still names it, and a heartbeat must never fail on that.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)  # as in jobs.worker
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(256))  # comma-separated
+    device: Mapped[str] = mapped_column(String(128))
+    current_job: Mapped[str | None] = mapped_column(String(32))
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
