@@ -25,7 +25,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import api, pages
+from . import api, pages, workers
 from .security import LOCAL_NAMES, Guard, allowed_hosts
 
 STATIC = Path(__file__).parent / "static"
@@ -50,7 +50,7 @@ def _plotly(_: Request) -> Response:
 
 def create_app(host: str = "127.0.0.1", allow: Iterable[str] = ()) -> Starlette:
     """The ASGI app; requests must name ``host``, a loopback name or one of ``allow``."""
-    routes = [*pages.ROUTES, *api.ROUTES,
+    routes = [*pages.ROUTES, *api.ROUTES, *workers.ROUTES,
               Route("/static/plotly.min.js", _plotly),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
     return Starlette(routes=routes, middleware=[

@@ -76,7 +76,7 @@ class Presence(threading.Thread):
             if self.halt.wait(self.interval):
                 return
 
-    def report(self, fn, *args: str) -> None:  # noqa: ANN001 - a store function
+    def report(self, fn, *args: object) -> None:  # noqa: ANN001 - a store function
         try:
             fn(self.worker, *args)
         except Exception as exc:  # transient or not: the job goes on regardless
@@ -85,8 +85,8 @@ class Presence(threading.Thread):
     def job_started(self, job_id: str) -> None:
         self.report(store.job_started, job_id)
 
-    def job_ended(self) -> None:
-        self.report(store.job_ended)
+    def job_ended(self, counted: bool = True) -> None:
+        self.report(store.job_ended, counted)
 
     def close(self) -> None:
         self.halt.set()

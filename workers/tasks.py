@@ -59,8 +59,10 @@ def run_job(self, job_id: str) -> str | None:  # noqa: ANN001 - Celery's bound t
     me = presence.current()
     if me is not None:
         me.job_started(job_id)
+    status = None
     try:
-        return execute(job_id, worker=worker, publish=True)
+        status = execute(job_id, worker=worker, publish=True)
+        return status
     finally:
-        if me is not None:
-            me.job_ended()
+        if me is not None:  # a message for a job another worker holds is not a job done
+            me.job_ended(counted=status is not None)

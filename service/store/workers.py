@@ -66,11 +66,12 @@ def job_started(name: str, job_id: str) -> None:
                   .values(current_job=job_id, heartbeat_at=db_now(s)))
 
 
-def job_ended(name: str) -> None:
-    """The worker's current job is over: count it, clear it."""
+def job_ended(name: str, counted: bool = True) -> None:
+    """The worker's current job is over: clear it, and count it where the worker ran it
+    (``counted``; a stack of replicas trained together counts once)."""
     with session_scope() as s:
         s.execute(sa.update(Worker).where(Worker.name == name)
-                  .values(current_job=None, jobs_done=Worker.jobs_done + 1,
+                  .values(current_job=None, jobs_done=Worker.jobs_done + int(counted),
                           heartbeat_at=db_now(s)))
 
 
