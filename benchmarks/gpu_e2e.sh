@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. install from the wheels that travel with the script, nothing else
-WHEELS="$ROOT/wheels"
+WHEELS="${GRADQ_WHEELS:-$ROOT/wheels}"
 if ! ls "$WHEELS"/gradq-*.whl >/dev/null 2>&1; then
     echo "gpu_e2e: no gradq wheel in $WHEELS: run benchmarks/fetch_wheels.sh first" >&2
     exit 2
