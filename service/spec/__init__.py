@@ -13,7 +13,8 @@ The rules are data, one module each:
 - ``schema``: every section and key with its kind and default;
 - ``rules``: the cross-field rules, :func:`validate`, and those that need the dataset;
 - ``files``: YAML/JSON loading and ``--set``;
-- ``jsonschema`` and ``docs``: the JSON Schema and the reference generated from the schema.
+- ``json_schema`` and ``reference``: the JSON Schema and docs/spec.md, generated from the
+  schema (``python -m gradq.service.spec.docs > docs/spec.md`` regenerates the file).
 
 No database or queue code lives here. This module re-exports the public names.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from .arms import arm_path, arm_points, arm_spec, is_grid
 from .files import apply_overrides, load_spec_file
+from .json_schema import json_schema
 from .kinds import (
     DEFAULT_MAX_BYTES,
     MAX_GRID_POINTS,
@@ -32,6 +34,7 @@ from .kinds import (
     canonical_json,
 )
 from .optimizers import FULL_BATCH_OPTIMIZERS, HYPERPARAMETERS, OPTIMIZERS, normalise_optimizer
+from .reference import reference_markdown
 from .rules import check_data, parameter_count, validate
 from .schema import ACTIVATIONS, DIAGNOSTICS, METRICS, lower_is_better
 from .spaces import DISTRIBUTIONS, candidates, check_space, is_space
@@ -58,11 +61,13 @@ __all__ = [
     "check_space",
     "is_grid",
     "is_space",
+    "json_schema",
     "canonical_json",
     "check_data",
     "load_spec_file",
     "lower_is_better",
     "normalise_optimizer",
     "parameter_count",
+    "reference_markdown",
     "validate",
 ]

@@ -125,3 +125,91 @@ def lower_is_better(metric: str) -> bool:
     if metric.endswith("accuracy"):
         return False
     raise ValueError(f"unknown metric {metric!r}: a name ending in loss, error or accuracy")
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "name": "an optional label, shown by gradq ls and the dashboard",
+    "kind": "train: one run; compare: runs over arms and seeds, with a report",
+    "seed": "seed of the split, the initial parameters and the minibatch order",
+    "dtype": "floating-point type of the parameters and the data",
+    "device": "auto: a GPU where CuPy finds one, else the CPU",
+    "data": "the dataset and how it is split",
+    "data.dataset": "a built-in name, a registered name (gradq datasets add), or a file: "
+                    ".npz (arrays X, y) or .csv (last column y)",
+    "data.file": "set by validation (whether data.dataset is a file); leave it out",
+    "data.task": "auto: classification for whole-number labels with 2 to 100 distinct "
+                 "values, else regression",
+    "data.validation": "fraction held out for early stopping and tuning",
+    "data.test": "fraction held out for the final figures",
+    "data.standardize": "scale features to zero mean and unit variance, fit on the "
+                        "training part only",
+    "data.pca": "k: project onto the first k principal components of the training part",
+    "data.folds": "k: k-fold cross-validation; the job runs k times and reports like a "
+                  "comparison",
+    "model": "the network (or kernel SVM)",
+    "model.kind": "mlp: a multilayer perceptron; kernel_svm: a kernel support vector machine",
+    "model.hidden": "widths of the hidden layers; [] is a linear or logistic model",
+    "model.activation": "one name for every hidden layer, or a list of one per layer",
+    "model.output": "the output unit; auto follows the task",
+    "model.init": "initialisation of the weights",
+    "model.bias_init": "initial value of the hidden biases (e.g. 0.1 for ReLU units)",
+    "model.output_bias": "marginal: softmax(b) = class frequencies, sigmoid(b) = positive "
+                         "rate, b = mean target",
+    "model.dropout": "drop probabilities",
+    "model.dropout.input": "probability of dropping an input unit",
+    "model.dropout.hidden": "probability of dropping a hidden unit",
+    "model.batch_norm": "batch normalisation on the hidden layers",
+    "model.kernel": "kernel_svm: the kernel",
+    "model.C": "kernel_svm: the penalty of margin violations",
+    "model.gamma": "kernel_svm: the rbf and poly kernels' scale (scale: 1 / (features · "
+                   "variance))",
+    "model.degree": "kernel_svm: the poly kernel's degree",
+    "model.coef0": "kernel_svm: the poly kernel's constant term",
+    "regularization": "penalties and stopping; l1 and l2 apply to weights, never biases",
+    "regularization.l2": "weight decay: adds l2/2·Σ‖W‖² to the objective",
+    "regularization.l1": "adds l1·Σ|W| to the objective",
+    "regularization.l1_proximal": "sgd only: soft-threshold after each step (ISTA), exact "
+                                  "zeros",
+    "regularization.clip_grad_norm": "rescale the gradient to at most this norm",
+    "regularization.early_stopping": "stop when the metric stops improving, and restore the "
+                                     "best parameters",
+    "regularization.early_stopping.metric": "the validation metric watched",
+    "regularization.early_stopping.patience": "log points without improvement before "
+                                              "stopping",
+    "regularization.early_stopping.min_delta": "smallest change that counts as an "
+                                               "improvement",
+    "regularization.bagging": "a bootstrap-resampled ensemble, predictions averaged",
+    "regularization.bagging.models": "number of models in the ensemble",
+    "optimizer": "the optimizer and its hyperparameters (see the optimizer table below)",
+    "training": "how long and in what steps to train",
+    "training.epochs": "passes over the training part",
+    "training.batch_size": "an integer, or full; default 128, full for full-batch optimizers",
+    "training.max_steps": "stop after this many updates",
+    "training.log_every": "epoch, or a number of steps between log points",
+    "training.diagnostics": "extra curves: grad_norm, curvature (g'Hg / g'g), "
+                            "hessian_extremes, step_length, evaluations",
+    "training.checkpoint_every": "epochs between checkpoints",
+    "training.time_limit_s": "stop after this many seconds of training",
+    "training.train_metrics": "full: a pass over the training part at each log point; "
+                              "running: the mean over the interval's minibatches",
+    "compare": "kind compare only: the arms and seeds compared",
+    "compare.optimizers": "optimizer names, or mappings of name and hyperparameters (a list "
+                          "is a grid, a mapping such as {loguniform: [a, b]} a search space)",
+    "compare.arms": "instead of optimizers: [{label: ..., dotted.key: value, ...}], each a "
+                    "unique label and overrides of model, regularization, optimizer, "
+                    "training or dtype",
+    "compare.seeds": "evaluation seeds per arm",
+    "compare.tune_seeds": "seeds per grid point or trial when tuning on the validation "
+                          "metric",
+    "compare.metric": "the metric the report ranks arms by",
+    "compare.target": "a value of the metric: the time and steps to reach it are reported",
+    "compare.search": "a search over the arms' search spaces",
+    "compare.search.method": "random, or qmc (a scrambled Sobol sequence)",
+    "compare.search.trials": "trials per arm",
+    "compare.search.pruner": "stop poor trials early",
+    "compare.search.pruner.successive_halving": "successive halving: keep the best 1/eta "
+                                                "of the trials at each rung",
+    "compare.search.pruner.successive_halving.eta": "the reduction factor",
+    "compare.search.pruner.successive_halving.min_epochs": "epochs of the first rung",
+}
+"""What each key of the schema means, by dotted path (docs/spec.md and the JSON Schema)."""
