@@ -1,4 +1,4 @@
-"""The registry's entries: every optimizer of SPEC §5, in its order (see ``registry.py``).
+"""The registry's entries: every built-in optimizer, in docs/spec.md's order (``registry.py``).
 
 An entry names its defaults and two builders over the filled-in hyperparameters ``h`` and
 the learning-rate schedule ``sched`` (None, or a function of the step count): the transform

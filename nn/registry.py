@@ -1,4 +1,5 @@
-"""The optimizer registry: one entry per optimizer of SPEC §5 (after optax's ``alias.py``).
+"""The optimizer registry: one entry per optimizer (docs/optimizers.md; after optax's
+``alias.py``).
 
 An entry (:class:`Optimizer`) holds everything the rest of gradq needs to know about one
 optimizer: its name, its hyperparameters with their defaults, how to build its transform
@@ -71,7 +72,7 @@ FusedBuilder = Callable[[dict[str, Any], Schedule], Callable[[Any, Any, Any], An
 class Optimizer(NamedTuple):
     """One registry entry.
 
-    ``defaults`` are the hyperparameters a job spec offers (SPEC §5), in order.
+    ``defaults`` are the hyperparameters a job spec offers (docs/spec.md), in order.
     ``transform(h, schedule)`` builds the ``optimizers.Transform`` from the filled-in
     hyperparameters ``h``; ``fused(h, schedule)``, where given, builds the in-place step over
     ``nn.fused`` for scalar hyperparameters (without one the generic update runs).
@@ -102,7 +103,7 @@ def _load() -> dict[str, Optimizer]:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import entries  # noqa: F401  (registers SPEC §5's optimizers)
+        from . import entries  # noqa: F401  (registers the built-in optimizers)
     return _REGISTRY
 
 
@@ -114,9 +115,10 @@ def register(entry: Optimizer) -> Optimizer:
         if key not in entry.ranges and key not in HYPERPARAMETERS:
             raise ValueError(f"optimizer {entry.name!r}: hyperparameter {key!r} has no range; "
                              "give it in ranges")
-    if entry.name in _REGISTRY:
+    registered = _load()  # the built-in entries first, so that the order stays theirs
+    if entry.name in registered:
         raise ValueError(f"optimizer {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
+    registered[entry.name] = entry
     return entry
 
 
@@ -131,7 +133,7 @@ def get(name: str) -> Optimizer:
 
 
 def names(kind: str | None = None) -> tuple[str, ...]:
-    """Every registered name in registration order (SPEC §5's), or those of one kind."""
+    """Every registered name in registration order (docs/spec.md's), or those of one kind."""
     return tuple(n for n, e in _load().items() if kind is None or e.kind == kind)
 
 

@@ -1,4 +1,4 @@
-"""The ``optimizer:`` section and ``compare.optimizers`` (SPEC §5), read from the registry.
+"""The ``optimizer:`` section and ``compare.optimizers`` (docs/spec.md), from the registry.
 
 Names, hyperparameters, defaults and ranges all come from ``gradq.nn.registry`` (the entries
 are in ``nn/entries.py``): an optimizer registered there is accepted here with no change.
@@ -59,7 +59,7 @@ def _hyper_kind(name: str, key: str) -> Kind:
 
 
 OPTIMIZERS: Mapping[str, dict[str, Any]] = registry.DefaultsView()
-"""Each optimizer's hyperparameters and their defaults (SPEC §5), a live view of the
+"""Each optimizer's hyperparameters and their defaults (docs/spec.md), a live view of the
 registry. One with ``lr`` is first-order and may take a ``schedule``."""
 
 

@@ -1,4 +1,5 @@
-"""The schema of a job spec (SPEC §4): every section and key with its kind and default."""
+"""The schema of a job spec: every section and key with its kind and default (docs/spec.md
+is generated from it)."""
 
 from __future__ import annotations
 
