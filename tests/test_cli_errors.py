@@ -54,7 +54,7 @@ def test_verbose_shows_the_whole_traceback(monkeypatch: pytest.MonkeyPatch) -> N
     assert short.splitlines()[0] == whole.splitlines()[0]
     frames = [line for line in whole.splitlines() if line.startswith('  File "')]
     assert len(frames) > SHORT_TRACEBACK
-    assert any("cli/main.py" in f and "in ls" in f for f in frames)  # from the command down
+    assert any("/cli/" in f and "in ls" in f for f in frames)  # from the command down
     assert "in fake" in whole and "in fake" not in short  # short: the innermost calls only
     assert short.count('  File "') == SHORT_TRACEBACK
 

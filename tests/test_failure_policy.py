@@ -75,7 +75,7 @@ def test_a_transient_error_is_retried(tmp_path: Path,
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(methods.Trainer, "run", blip_once)
-    monkeypatch.setattr("gradq.cli.main.time.sleep", lambda s: None)
+    monkeypatch.setattr("gradq.workers.local.time.sleep", lambda s: None)
     res = CliRunner().invoke(main, ["run", str(_spec(tmp_path)), "--json"])
     # Then the job went back to the queue and ran again: two attempts, one result
     doc = json.loads(res.stdout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -95,6 +96,56 @@ def test_the_api_filters_like_ls(client) -> None:
     assert client.get("/api/jobs?since=1h").json() == everything[:50]
     assert client.get("/api/jobs?since=2999-01-01").json() == []
     assert client.get("/api/jobs?sort=bogus").status_code == 400
+
+
+def _cells(text: str, header: str) -> list[list[str]]:
+    """The rows of the CLI table under the header line that starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip() or not line[:1].strip():
+            break
+        rows.append([c for c in re.split(r"\s{2,}", line.strip())])
+    return rows
+
+
+def test_the_cli_and_the_dashboard_write_a_report_s_numbers_alike(client) -> None:
+    # Given a finished comparison
+    [parent] = ids("compare")
+    # When the CLI prints its report and the dashboard draws its page
+    text = cli("report", parent)
+    html = client.get(f"/jobs/{parent}").text
+    # Then each pair's n, difference and interval are the same text in both
+    pairs = _cells(text, "A ")
+    assert pairs
+    for a, b, n, diff, ci95, *_ in pairs:
+        assert f"<td>{n}</td><td>{diff}</td><td>{ci95}</td>" in html, (a, b)
+
+
+def test_the_cli_and_the_dashboard_write_a_missing_value_alike(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradq.service.spec import validate
+    from gradq.service.store import jobs
+    from gradq.ui.app import create_app
+    from starlette.testclient import TestClient
+
+    # Given a queued job: no device, no worker yet
+    spec = validate({"data": {"dataset": "iris"}})
+    job = jobs.NewJob(spec=spec, kind="train", name="waiting", seed=0,
+                      optimizer=spec["optimizer"], queue="auto")
+    [job_id] = jobs.create_jobs(job, dataset=None, priority=0, max_attempts=3)
+    # When the CLI shows its status and the dashboard its page
+    text = cli("status", job_id)
+    with TestClient(create_app(), base_url="http://127.0.0.1:8765") as c:
+        html = c.get(f"/jobs/{job_id}").text
+    # Then both write the one mark for "none", and the optimizer's settings alike
+    shown = dict(line.split(None, 1) for line in text.splitlines())
+    assert shown["device"] == shown["worker"] == "-"
+    assert "<dt>device</dt><dd>-</dd>" in html and "<dt>worker</dt><dd>-</dd>" in html
+    optimizer = cli("results", job_id).split("optimizer", 1)[1].splitlines()[0].strip()
+    assert "amsgrad=False" in optimizer
+    assert f"<dt>optimizer</dt><dd>{optimizer}</dd>" in html
 
 
 # ------------------------------------------------------------------- security
