@@ -1,4 +1,4 @@
-"""The ``gradq`` command: parse, call one service function, print (SPEC §3).
+"""The ``gradq`` command: parse, call one service function, print (docs/cli.md).
 
 Exit codes: 0 success; 1 the job failed or diverged (``run``); 2 bad usage or an invalid
 spec, with one line naming the key; 3 a service unreachable, with its URL (password hidden)

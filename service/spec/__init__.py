@@ -1,4 +1,4 @@
-"""Job specs (SPEC §4): load a YAML or JSON file, apply ``--set`` overrides, validate.
+"""Job specs (docs/spec.md): load a YAML or JSON file, apply ``--set`` overrides, validate.
 
 :func:`validate` turns what a user wrote into the *normalised* spec: every key present with
 its default, numbers coerced where that is unambiguous, and every problem refused with one
@@ -6,7 +6,8 @@ line that names the key's dotted path (``model.hidden[1]: must be an integer ...
 
 The rules are data: a small schema of field kinds (:class:`Int`, :class:`Float`,
 :class:`Choice`, :class:`Section`, ...) that each check and normalise one value, the table
-of optimizers and their hyperparameters (SPEC §5), then a short list of cross-field rules.
+of optimizers and their hyperparameters (docs/optimizers.md), then a short list of cross-field
+rules.
 No database or queue code lives here.
 """
 
@@ -439,7 +440,7 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "bfgs": dict(_WOLFE),
     "lbfgs": {"history": 10, **_WOLFE},
 }
-"""Each optimizer's hyperparameters and their defaults (SPEC §5). One with ``lr`` is
+"""Each optimizer's hyperparameters and their defaults (docs/optimizers.md). One with ``lr`` is
 first-order and may take a ``schedule``."""
 
 FULL_BATCH_OPTIMIZERS = frozenset(
@@ -1051,7 +1052,7 @@ def _closed_form(spec: dict) -> None:
 
 
 def _batch_size(spec: dict) -> None:
-    """Second-order and line-search methods default to the full batch (SPEC §5)."""
+    """Second-order and line-search methods default to the full batch (docs/optimizers.md)."""
     training = spec["training"]
     if training["batch_size"] is LATER:
         full = spec["optimizer"]["name"] in FULL_BATCH_OPTIMIZERS
