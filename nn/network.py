@@ -1,6 +1,10 @@
 """Multilayer perceptrons over one flat parameter buffer (Goodfellow et al., ch. 6–7;
 docs/architecture.md).
 
+This module is over 500 lines because the network's layout, forward and backward passes,
+initialisation and Hessian–vector product all read one flat buffer layout, and split apart
+they would each need the others' offsets.
+
 A ``Network`` owns one contiguous array ``params`` of one dtype and one ``grads`` array of the
 same shape; layers are views at fixed offsets. All weight matrices come first, so the
 weights that the penalties act on are the prefix ``params[..., :n_weights]`` and an
