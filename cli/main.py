@@ -1,4 +1,4 @@
-"""The ``gradq`` command: the group, its global options, and the commands by topic (SPEC §3).
+"""The ``gradq`` command: the group, its global options, and the commands by topic (docs/cli.md).
 
 Each command parses, calls one service function and prints; they live by topic in
 ``jobs.py`` (run, submit, cancel, retry), ``results.py`` (ls, status, results, curves,

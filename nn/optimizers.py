@@ -5,7 +5,7 @@ A ``Transform`` maps a gradient to an update: ``state = t.init(params)``,
 small immutable record of arrays; nothing is hidden. Named optimizers are chains of a few
 transforms, the learning rate applied with its sign flipped in one place
 (``scale_by_learning_rate``). Hyperparameter names, defaults and update rules follow
-``torch.optim`` (SPEC §5), so a run can be checked against it step by step. Every
+``torch.optim`` (docs/optimizers.md), so a run can be checked against it step by step. Every
 hyperparameter may be a scalar or an array that broadcasts against the buffer, e.g. shape
 (R, 1) for R stacked replicas with different settings.
 """

@@ -2,7 +2,7 @@
 
 The client reads and checks everything — the spec, the dataset file, the fit between the two
 — and only then stores the job and its dataset in one transaction. A comparison is expanded
-here into its child jobs (SPEC §4 ``compare``, §8).
+here into its child jobs (docs/spec.md ``compare``, docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ _FULL_BATCH_RULES = FULL_BATCH_OPTIMIZERS - {"closed_form"}
 
 
 def warnings(spec: dict[str, Any]) -> list[str]:
-    """What a validated spec asks for that will run, but not as the method intends (SPEC §5).
+    """What a validated spec asks for that will run, but not as the method intends
+    (docs/optimizers.md).
 
     A line-search or second-order method, or delta_bar_delta, on minibatches; and newton,
     whose full Hessian costs O(k²) memory and O(k³) time in the k parameters. A comparison's

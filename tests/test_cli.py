@@ -1,5 +1,5 @@
 """Every ``gradq`` command through click's CliRunner: exit codes, the one-line errors and the
-``--json`` documents of SPEC §3 and §6.
+``--json`` documents of docs/cli.md, docs/results.md.
 
 Training is real but small. One module-scoped database holds a finished quickstart run (an
 MLP on digits) and a small comparison; the read-only commands are tested against it. Tests

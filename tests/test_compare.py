@@ -1,4 +1,4 @@
-"""Comparisons (SPEC §4 ``compare``): the fan-out into children, the paired design, a grid
+"""Comparisons (docs/spec.md ``compare``): the fan-out into children, the paired design, a grid
 tuned on the validation metric, k-fold cross-validation, full-batch arms, and the CLI's
 status, curves and plots of a comparison. Runs in this process (``gradq run``), no broker.
 """

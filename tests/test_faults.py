@@ -1,4 +1,4 @@
-"""Jobs survive faults (SPEC §8, issue 6): real worker pools on the real Redis and
+"""Jobs survive faults (docs/guarantees.md, issue 6): real worker pools on the real Redis and
 PostgreSQL, killed, paused and cut off from their services while they work.
 
 Every test runs ``gradq worker --cpu`` pools as subprocesses in process groups of their own

@@ -1,5 +1,5 @@
 """The optimizer registry (nn/registry.py, nn/entries.py): it holds every optimizer of
-SPEC §5, and a toy optimizer registered in a test goes through spec validation and trains
+docs/optimizers.md, and a toy optimizer registered in a test goes through spec validation and trains
 with no other change (docs/optimizers.md shows this toy as the smallest example)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from gradq.service.spec import FULL_BATCH_OPTIMIZERS, OPTIMIZERS, SpecError, val
 from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 
-# SPEC §5's names and kinds, written out by hand (not read from the registry)
+# docs/optimizers.md's names and kinds, written out by hand (not read from the registry)
 SPEC_5 = {
     "sgd": "first_order", "momentum": "first_order", "nesterov": "first_order",
     "adagrad": "first_order", "rmsprop": "first_order", "rmsprop_nesterov": "first_order",

@@ -1,4 +1,5 @@
-"""Batched replicas (SPEC §9, issue 7): R children trained together as stacked arrays give
+"""Batched replicas (docs/architecture.md, issue 7): R children trained together as stacked arrays
+give
 what training each alone gives — curves, final metrics, parameters, checkpoints — and the
 scheduler batches siblings of a comparison, each under its own lease.
 

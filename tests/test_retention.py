@@ -1,4 +1,4 @@
-"""Retention (SPEC §11, issue 13): ``gradq rm``, ``gradq gc`` and checkpoint retention, on
+"""Retention (docs/guarantees.md, issue 13): ``gradq rm``, ``gradq gc`` and checkpoint retention, on
 SQLite and PostgreSQL, with counts of every table before and after, and the rows of every
 other job compared one by one.
 """

@@ -1,5 +1,5 @@
 """The report's statistics for many pairs and for searches, checked independently
-(SPEC §6): Holm's adjustment, paired t-tests and t-intervals against scipy, the expected
+(docs/results.md): Holm's adjustment, paired t-tests and t-intervals against scipy, the expected
 best of k trials against a brute-force enumeration of every k-subset, the generalization
 gap, the capacity figure's points, and a searched comparison's report built from a database
 in which the children and the parent's progress are written as the compare contract says.

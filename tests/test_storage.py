@@ -1,4 +1,5 @@
-"""Storage (SPEC §7) and the job lifecycle in SQL (SPEC §8), on SQLite and PostgreSQL alike.
+"""Storage (docs/guarantees.md) and the job lifecycle in SQL (docs/guarantees.md), on SQLite and
+PostgreSQL alike.
 
 Every test that takes ``backend`` runs twice: on the per-test SQLite database (migrated on
 first use) and on a fresh PostgreSQL database migrated with ``db.upgrade`` — the real

@@ -1,4 +1,5 @@
-"""Batched replicas: children of a comparison trained together as stacked arrays (SPEC §9).
+"""Batched replicas: children of a comparison trained together as stacked arrays
+(docs/architecture.md).
 
 A comparison runs one child per arm × seed, all of one architecture. Instead of R runs of
 one network, ``ReplicaTrainer`` trains one ``Network(replicas=R)``: parameters (R, P),

@@ -1,7 +1,8 @@
 """The training loop: one job's spec and data in, curves, checkpoints and a result out.
 
 The loop knows nothing of the database: it reports through ``Hooks`` (the runner connects
-them to fenced writes). Per SPEC §9 nothing synchronises host and device inside the step
+them to fenced writes). Per docs/architecture.md nothing synchronises host and device inside the
+step
 loop: minibatch losses accumulate on the device, and metrics are read once per log
 interval. Minibatch order and dropout masks are derived from (seed, epoch), so a job resumed
 from a checkpoint at an epoch boundary continues exactly as if it had never stopped.
@@ -328,7 +329,7 @@ class Trainer:
                        extra=extra)
 
     def _closed_form(self, initial_arrays: dict[str, np.ndarray]) -> Outcome:
-        """The exact minimiser of the regularised least-squares objective (SPEC §5)."""
+        """The exact minimiser of the regularised least-squares objective (docs/optimizers.md)."""
         from gradq.nn.linear import closed_form
 
         t0 = time.perf_counter()

@@ -305,7 +305,7 @@ def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bo
               "extra": outcome.extra}
     status = JobStatus(outcome.status)
     artifacts = {"model": npz_bytes(outcome.arrays)}
-    if job.parent_id is not None:  # a comparison child keeps its start (SPEC §11): the
+    if job.parent_id is not None:  # a comparison child keeps its start (docs/guarantees.md): the
         artifacts["initial"] = npz_bytes(outcome.initial)  # paired design, checkable
     new = with_retries(lambda: jobs.finish(lease, status, result=result, artifacts=artifacts,
                                            error=outcome.error, metrics=outcome.last_rows,

@@ -197,7 +197,7 @@ def _new_arm() -> dict[str, Any]:
 
 
 def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
-    """An arm's search as the report shows it (SPEC §6), from the parent's progress. With a
+    """An arm's search as the report shows it (docs/results.md), from the parent's progress. With a
     pruner, a trial's value is its validation metric at the last rung it reached (the
     value the search decided on), so expected_best describes the search as it ran."""
     values = entry.get("values") or []
@@ -216,7 +216,7 @@ def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
 
 
 def build_report(parent_id: str) -> dict[str, Any]:
-    """The SPEC §6 report document, readable while the comparison runs (marked partial)."""
+    """The docs/results.md report document, readable while the comparison runs (marked partial)."""
     with session_scope() as s:
         parent = resolve(s, parent_id)
         if parent.kind == "train":

@@ -135,7 +135,7 @@ def _closed_form(spec: dict) -> None:
 
 
 def _batch_size(spec: dict) -> None:
-    """Second-order and line-search methods default to the full batch (SPEC §5)."""
+    """Second-order and line-search methods default to the full batch (docs/optimizers.md)."""
     training = spec["training"]
     if training["batch_size"] is LATER:
         full = spec["optimizer"]["name"] in FULL_BATCH_OPTIMIZERS

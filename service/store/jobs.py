@@ -1,6 +1,7 @@
 """The job lifecycle in SQL: create, claim, lease, fenced writes, finish, cancel, retry, sweep.
 
-The job row is the truth (SPEC §8). A worker claims a queued job by compare-and-set, which
+The job row is the truth (docs/guarantees.md). A worker claims a queued job by compare-and-set,
+which
 bumps the job's fencing token; every later write by that worker runs in a transaction that
 first renews the lease with ``UPDATE jobs … WHERE id = :id AND lease_token = :token AND
 status = 'running'``. If that touches no row, the lease was lost (swept, cancelled and

@@ -1,4 +1,5 @@
-"""SQLAlchemy models: the schema of SPEC §7 (the migrations in ``migrations/`` create it).
+"""SQLAlchemy models: the schema of docs/guarantees.md (the migrations in ``migrations/`` create
+it).
 
 Conventions after Optuna's RDB storage: plural table names, indexed foreign keys, unique
 constraints on natural keys, an enum status column, UTC timestamps, and non-finite metric

@@ -1,4 +1,4 @@
-"""Read-side queries for the CLI: job listings, status and result documents (SPEC §6)."""
+"""Read-side queries for the CLI: job listings, status and result documents (docs/results.md)."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def _single(s: sa.orm.Session, job: Job) -> dict[str, Any]:
 
 
 def result(job_id: str, url: str | None = None) -> dict[str, Any]:
-    """The SPEC §6 result document."""
+    """The docs/results.md result document."""
     with session_scope(url) as s:
         return _single(s, resolve(s, job_id))
 

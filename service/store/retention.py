@@ -1,4 +1,4 @@
-"""Deleting jobs and reclaiming space (SPEC §11): ``gradq rm`` and ``gradq gc``.
+"""Deleting jobs and reclaiming space (docs/guarantees.md): ``gradq rm`` and ``gradq gc``.
 
 ``remove`` deletes whole job trees (a job, or a comparison with its children) with all
 they own — metrics, results, checkpoints, artifacts — in one transaction per tree, so an
