@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from gradq.service.errors import SchemaError, ServiceUnavailable, UsageError
 from gradq.service.settings import get_settings, redact
+from gradq.service.status import FINISHED_NAMES, NAMES
 
 from .output import Progress, emit_json, fmt, pairs, table
 
 EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE, EXIT_INTERNAL = 1, 2, 3, 4
-STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
 SHORT_TRACEBACK = 3  # frames shown of an internal error without -v
 
 
@@ -47,12 +47,13 @@ class _LazyModule:
 
 if TYPE_CHECKING:
     from gradq.service import submit as submit_service
+    from gradq.service.store import actions, create, db, queries
     from gradq.service.store import datasets as datasets_service
-    from gradq.service.store import db, jobs, queries
 else:
     datasets_service = _LazyModule("gradq.service.store.datasets")
     db = _LazyModule("gradq.service.store.db")
-    jobs = _LazyModule("gradq.service.store.jobs")
+    actions = _LazyModule("gradq.service.store.actions")
+    create = _LazyModule("gradq.service.store.create")
     queries = _LazyModule("gradq.service.store.queries")
     submit_service = _LazyModule("gradq.service.submit")
 
@@ -168,7 +169,7 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
         # a transient error gave the job back (attempts counted): run it again after a pause
         time.sleep(delay)
         delay = min(8.0, 2 * delay)
-    while len(ids) > 1 and (todo := jobs.queued_children(ids[0])):
+    while len(ids) > 1 and (todo := create.queued_children(ids[0])):
         # a grid's final runs appear when its tuning runs are done: keep going until none.
         # A child takes the queued siblings that can train beside it as stacked replicas
         # (as a worker does), so the queue is read again after each run.
@@ -267,7 +268,7 @@ def _gpu_ids(spec: str, required: bool = True) -> list[int]:
 
 # ---------------------------------------------------------------- read side
 @main.command("ls")
-@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--status", type=click.Choice(NAMES), default=None)
 @click.option("--kind", type=click.Choice(("train", "compare")), default=None)
 @click.option("--parent", default=None, metavar="JOB", help="Only the children of JOB.")
 @click.option("--name", default=None, metavar="TEXT",
@@ -314,7 +315,7 @@ def status(jobs_: tuple[str, ...], watch: bool, interval: float, as_json: bool) 
                 if i:
                     click.echo("")
                 _print_status(doc)
-        if not watch or all(d["status"] not in ("queued", "running") for d in docs):
+        if not watch or all(d["status"] in FINISHED_NAMES for d in docs):
             if as_json:
                 emit_json(docs[0] if len(docs) == 1 else docs)
             return
@@ -403,7 +404,7 @@ def report(job: str, png_path: Path | None, as_json: bool) -> None:
 @handle_errors
 def cancel(job: str) -> None:
     """Stop a queued or running job (a comparison: all its children)."""
-    ids = jobs.cancel(queries.resolve_id(job))
+    ids = actions.cancel(queries.resolve_id(job))
     click.echo(f"cancel requested for {len(ids)} job(s)", err=True)
 
 
@@ -413,14 +414,13 @@ def cancel(job: str) -> None:
 @handle_errors
 def retry(job: str, as_json: bool) -> None:
     """Run a failed, diverged or cancelled job again."""
-    from gradq.service.celery_app import ping_broker, send_job
+    from gradq.service.celery_app import ping_broker
+    from gradq.service.publish import publish
 
     job_id = queries.resolve_id(job)  # an unknown id is a usage error, broker or not
     ping_broker()
-    todo = jobs.retry(job_id)
-    for todo_id, queue, prio in todo:  # not job_id: the JSON below names the job asked for
-        send_job(todo_id, queue, prio)
-    jobs.mark_enqueued([t[0] for t in todo])
+    todo = actions.retry(job_id)
+    publish(todo)  # not job_id: the JSON below names the job asked for
     if as_json:
         emit_json({"id": job_id, "status": "queued",
                    "requeued": [t[0] for t in todo]})

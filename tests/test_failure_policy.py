@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from gradq.cli.main import main
-from gradq.service.store import jobs
+from gradq.service.store import leases
 from gradq.service.store.db import ServiceUnavailable
 from gradq.train import methods
 from gradq.workers import failures
@@ -114,9 +114,9 @@ def test_with_retries_backs_off_then_succeeds(monkeypatch: pytest.MonkeyPatch) -
 
 def test_with_retries_never_retries_a_lost_lease_or_a_bug() -> None:
     def lost() -> None:
-        raise jobs.LeaseLost("gone")
+        raise leases.LeaseLost("gone")
 
-    with pytest.raises(jobs.LeaseLost):
+    with pytest.raises(leases.LeaseLost):
         failures.with_retries(lost, deadline_s=60, what="x")
 
     def bug() -> None:

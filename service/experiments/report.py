@@ -28,8 +28,9 @@ import numpy as np
 import sqlalchemy as sa
 from gradq.service.errors import UsageError
 from gradq.service.spec import lower_is_better
+from gradq.service.status import JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus, Metric, Result
+from gradq.service.store.models import Job, Metric, Result
 from gradq.service.store.queries import resolve
 from scipy import stats
 from sqlalchemy.orm import Session
