@@ -63,6 +63,7 @@ env.filters["fmt"] = fmt
 env.filters["interval"] = interval
 env.filters["redact"] = lambda s: redact(str(s)) if s is not None else ""
 env.globals["database"] = lambda: redact(get_settings().database_url)
+env.globals["live_statuses"] = " ".join(LIVE)  # app.js polls while a job is in one
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
