@@ -31,13 +31,7 @@ from gradq.train.loop import Snapshot, npz_bytes
 from gradq.train.methods import train
 from gradq.train.trainer import MetricRow, Outcome
 from gradq.workers.data import load_dataset, prepare_splits
-from gradq.workers.failures import (
-    TRANSIENT,
-    classify,
-    describe,
-    is_out_of_memory,
-    with_retries,
-)
+from gradq.workers.failures import TRANSIENT, classify, describe, is_out_of_memory, with_retries
 from gradq.workers.writer import WriteBehind
 
 log = logging.getLogger("gradq.worker")
