@@ -373,8 +373,6 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
         limit = replicas.max_replicas(spec, leader.data, xp) - 1
         siblings = leases.claim_siblings(job.parent_id, lease.worker,
                                          lambda s: replicas.batch_key(s) == key, limit)
-    except LeaseLost:
-        raise
     except TRANSIENT as exc:
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
         siblings = []
@@ -424,7 +422,7 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
             leases.set_device(m.lease, device_name(xp))
             held.append(m)
         except LeaseLost:
-            statuses[m.lease.job_id] = _LOST
+            statuses[m.lease.job_id] = _abandon(m.lease.job_id)
         except TRANSIENT:  # its own run retries, or gives it back
             alone.append(m)
     log.info("training %d replicas together: %s", len(held),
@@ -457,7 +455,7 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
             statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
                                                     None, publish, m.job, m.data)
         except LeaseLost:
-            statuses[m.lease.job_id] = _LOST
+            statuses[m.lease.job_id] = _abandon(m.lease.job_id)
     return statuses.get(members[0].lease.job_id) or _LOST
 
 

@@ -21,8 +21,8 @@ tuning is done.
 **Successive halving** keeps one job per trial for its whole life, so its curves stay
 whole: the trial trains to its rung's epochs (``training.epochs`` of its spec) and ends
 ``succeeded`` with a checkpoint of that end (``_checkpoint_end``). When every trial of the
-rung has ended, ``advance`` (applied by ``service.store.settle`` under the comparison's row lock, in
-the transaction that records the last trial's end) promotes the top 1/eta: each goes back
+rung has ended, ``advance`` (applied by ``service.store.settle`` under the comparison's row
+lock, in the transaction that records the last trial's end) promotes the top 1/eta: each goes back
 to ``queued`` with the next rung's epochs in its spec and resumes from its checkpoint,
 recomputing nothing; the others are pruned and their checkpoints dropped. A trial waiting
 for its rung's decision must keep its checkpoint (``keeps_checkpoint``). The decisions
