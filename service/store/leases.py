@@ -135,6 +135,7 @@ def renew(lease: Lease, url: str | None = None) -> bool:
 
 
 def set_device(lease: Lease, device: str, url: str | None = None) -> None:
+    """Record the device the job trains on (fenced). Raises ``LeaseLost``."""
     with session_scope(url) as s:
         fence(s, lease)
         s.execute(sa.update(Job).where(Job.id == lease.job_id).values(device=device)
