@@ -15,7 +15,6 @@ from gradq.service.errors import SchemaError, ServiceUnavailable, UsageError
 from gradq.service.settings import redact
 
 EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE, EXIT_INTERNAL = 1, 2, 3, 4
-STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
 SHORT_TRACEBACK = 3  # frames shown of an internal error without -v
 
 
@@ -34,13 +33,13 @@ class _LazyModule:
 if TYPE_CHECKING:
     from gradq.service import commands as commands_service
     from gradq.service import submit as submit_service
+    from gradq.service.store import actions, db, queries
     from gradq.service.store import datasets as datasets_service
-    from gradq.service.store import db, jobs, queries
 else:
     commands_service = _LazyModule("gradq.service.commands")
     datasets_service = _LazyModule("gradq.service.store.datasets")
     db = _LazyModule("gradq.service.store.db")
-    jobs = _LazyModule("gradq.service.store.jobs")
+    actions = _LazyModule("gradq.service.store.actions")
     queries = _LazyModule("gradq.service.store.queries")
     submit_service = _LazyModule("gradq.service.submit")
 

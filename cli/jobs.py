@@ -10,10 +10,10 @@ import click
 
 from .common import (
     EXIT_FAILED,
+    actions,
     commands_service,
     handle_errors,
     job_argument,
-    jobs,
     json_option,
     queries,
     set_option,
@@ -75,7 +75,7 @@ def submit(spec: Path, sets: tuple[str, ...], priority: int, as_json: bool) -> N
 @handle_errors
 def cancel(job: str) -> None:
     """Stop a queued or running job (a comparison: all its children)."""
-    ids = jobs.cancel(queries.resolve_id(job))
+    ids = actions.cancel(queries.resolve_id(job))
     click.echo(f"cancel requested for {len(ids)} job(s)", err=True)
 
 

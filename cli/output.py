@@ -22,7 +22,7 @@ def emit_json(doc: Any) -> None:
     """Exactly one JSON document on standard output."""
     import json
 
-    from gradq.service.store.jobs import json_safe  # imported here: `gradq --help` loads no store
+    from gradq.service.store.encoding import json_safe  # here: `gradq --help` loads no store
 
     click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
 

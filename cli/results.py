@@ -11,8 +11,10 @@ from typing import Any
 import click
 from gradq.service import present
 from gradq.service.errors import UsageError
+from gradq.service.status import FINISHED_NAMES
+from gradq.service.status import NAMES as STATUSES
 
-from .common import STATUSES, handle_errors, job_argument, json_option, queries
+from .common import handle_errors, job_argument, json_option, queries
 from .output import echo_lines, emit_json, table
 
 
@@ -64,7 +66,7 @@ def status(jobs_: tuple[str, ...], watch: bool, interval: float, as_json: bool) 
                 if i:
                     click.echo("")
                 echo_lines(present.status_lines(doc))
-        if not watch or all(d["status"] not in ("queued", "running") for d in docs):
+        if not watch or all(d["status"] in FINISHED_NAMES for d in docs):
             if as_json:
                 emit_json(docs[0] if len(docs) == 1 else docs)
             return

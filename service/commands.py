@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gradq.service.celery_app import ping_broker, send_job
-from gradq.service.store import jobs, queries
+from gradq.service.celery_app import ping_broker
+from gradq.service.publish import publish
+from gradq.service.store import actions, queries
 
 
 def retry(job: str) -> tuple[str, list[str]]:
@@ -14,9 +15,6 @@ def retry(job: str) -> tuple[str, list[str]]:
     before anything changes."""
     job_id = queries.resolve_id(job)
     ping_broker()
-    todo = jobs.retry(job_id)
-    # send, then mark enqueued (gradq.service.publish takes this over when it lands)
-    for todo_id, queue, prio in todo:
-        send_job(todo_id, queue, prio)
-    jobs.mark_enqueued([t[0] for t in todo])
+    todo = actions.retry(job_id)
+    publish(todo)
     return job_id, [t[0] for t in todo]

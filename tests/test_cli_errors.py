@@ -87,10 +87,10 @@ def test_a_bad_setting_is_bad_usage_naming_the_variable(monkeypatch: pytest.Monk
 
 def test_a_report_of_a_train_job_is_bad_usage() -> None:
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, newjob
 
     spec = validate({"data": {"dataset": "iris"}})
-    job_id = jobs.create_jobs(jobs.NewJob(spec=spec, kind="train", name=None, seed=0,
+    job_id = create.create_jobs(newjob.NewJob(spec=spec, kind="train", name=None, seed=0,
                                           optimizer=spec["optimizer"], queue="auto"),
                               dataset=None, priority=0, max_attempts=3)[0]
     code, _, err = invoke("report", job_id)

@@ -23,8 +23,9 @@ from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.service import submit
 from gradq.service.experiments import report
+from gradq.service.status import JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus
+from gradq.service.store.models import Job
 from gradq.workers.runner import execute
 from scipy import stats
 

@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from _cli import cli, cli_json, write_spec
 from gradq.service import submit
 from gradq.service.experiments import plots, report
+from gradq.service.status import JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus, Metric, Result
+from gradq.service.store.models import Job, Metric, Result
 from scipy import stats
 
 

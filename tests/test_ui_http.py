@@ -210,20 +210,20 @@ def test_what_users_wrote_is_escaped(client) -> None:
 def test_error_text_is_escaped_and_its_passwords_hidden(client) -> None:
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
-    from gradq.service.store.models import JobStatus
+    from gradq.service.status import JobStatus
+    from gradq.service.store import create, leases, writes
 
-    [job] = jobs.create_jobs(expand(validate({**TRAIN, "name": "broken"})), dataset=None,
+    [job] = create.create_jobs(expand(validate({**TRAIN, "name": "broken"})), dataset=None,
                              priority=0, max_attempts=3)
-    lease = jobs.claim(job, "test")
-    jobs.finish(lease, JobStatus.FAILED, error="<script>alert(2)</script> at "
+    lease = leases.claim(job, "test")
+    writes.finish(lease, JobStatus.FAILED, error="<script>alert(2)</script> at "
                 "postgresql://u:hunter2@db/x", traceback="Traceback\n  <b>bold</b>")
     html = client.get(f"/jobs/{job}").text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "hunter2" not in html and "u:***@db" in html
     doc = client.get(f"/api/jobs/{job}").json()  # the CLI's document, read the same way
     assert "hunter2" not in doc["error"] + doc["traceback"] and doc == cli_json("status", job)
-    jobs.delete_jobs([job])  # the module's database as the other tests expect it
+    create.delete_jobs([job])  # the module's database as the other tests expect it
 
 
 def test_a_password_in_the_database_url_is_never_shown(pg_url: str,
@@ -330,14 +330,14 @@ def test_a_bagging_job_shows_its_members_against_the_ensemble(client) -> None:
 def test_a_running_comparison_is_marked_partial(client) -> None:
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create
 
-    ids_ = jobs.create_jobs(expand(validate({**COMPARE, "name": "unfinished"})), dataset=None,
+    ids_ = create.create_jobs(expand(validate({**COMPARE, "name": "unfinished"})), dataset=None,
                             priority=0, max_attempts=3)
     html = client.get(f"/jobs/{ids_[0]}").text
     assert f"partial: {len(ids_) - 1} of {len(ids_) - 1} runs not finished" in html
     assert 'data-live="1"' in html
-    jobs.delete_jobs(ids_)
+    create.delete_jobs(ids_)
 
 
 def test_serve_warns_when_bound_beyond_loopback(home: Path, monkeypatch: pytest.MonkeyPatch,
@@ -384,15 +384,15 @@ def _create_and_log(values: np.ndarray, start: int) -> str:
     """A running job that logged ``values`` as train_loss at steps start, start+1, …"""
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, leases, writes
 
-    [job_id] = jobs.create_jobs(expand(validate({**TRAIN, "name": "long"})), dataset=None,
+    [job_id] = create.create_jobs(expand(validate({**TRAIN, "name": "long"})), dataset=None,
                                 priority=0, max_attempts=3)
-    lease = jobs.claim(job_id, "test")
+    lease = leases.claim(job_id, "test")
     rows = [("train_loss", start + i, (start + i) / 100, (start + i) * 1e-3, float(v))
             for i, v in enumerate(values)]
     for k in range(0, len(rows), 20000):
-        jobs.log(lease, rows[k:k + 20000], {"step": start + len(values)})
+        writes.log(lease, rows[k:k + 20000], {"step": start + len(values)})
     return job_id
 
 
@@ -450,9 +450,10 @@ def test_paging_ten_thousand_jobs(client, monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
     """Pages are disjoint and complete; the page asks the database for one page only."""
     import sqlalchemy as sa
+    from gradq.service.status import JobStatus
     from gradq.service.store import queries
     from gradq.service.store.db import session_scope
-    from gradq.service.store.models import Job, JobStatus
+    from gradq.service.store.models import Job
 
     monkeypatch.setenv("GRADQ_HOME", str(tmp_path / "many"))
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

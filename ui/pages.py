@@ -19,6 +19,8 @@ import yaml
 from gradq.service.errors import UsageError
 from gradq.service.present import fmt, interval
 from gradq.service.settings import get_settings, redact
+from gradq.service.status import LIVE as LIVE_STATUSES
+from gradq.service.status import NAMES
 from gradq.service.store import queries
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -27,8 +29,8 @@ from starlette.routing import Route
 from .api import BadQuery, error_status, int_param, since_param, str_param
 
 PAGE_SIZE = 50
-STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
-LIVE = ("queued", "running")
+STATUSES = NAMES
+LIVE = tuple(st.value for st in LIVE_STATUSES)
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=True, undefined=jinja2.StrictUndefined,
@@ -39,6 +41,7 @@ env.filters["fmt"] = fmt
 env.filters["interval"] = interval
 env.filters["redact"] = lambda s: redact(str(s)) if s is not None else ""
 env.globals["database"] = lambda: redact(get_settings().database_url)
+env.globals["live_statuses"] = " ".join(LIVE)  # app.js polls while a job is in one
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gradq.service.store import jobs, queries
+from gradq.service.store import create, queries
 from gradq.workers.runner import execute
 
 MAX_PAUSE_S = 8.0  # the longest pause before a given-back job runs again
@@ -36,7 +36,7 @@ def run_here(ids: list[str], observer: Callable[[dict[str, Any]], None],
             break
         time.sleep(delay)
         delay = min(MAX_PAUSE_S, 2 * delay)
-    while len(ids) > 1 and (todo := jobs.queued_children(ids[0])):
+    while len(ids) > 1 and (todo := create.queued_children(ids[0])):
         on_child(f"child {todo[0]} ({len(todo)} queued)")
         execute(todo[0], worker=worker, observer=observer)
     return queries.result(ids[0])

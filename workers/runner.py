@@ -17,17 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradq.nn.backend import device_name, get_array_module
+from gradq.service.failure_policy import Failure
+from gradq.service.publish import publish_jobs
 from gradq.service.settings import get_settings
-from gradq.service.store import jobs
-from gradq.service.store.jobs import Lease, LeaseLost
-from gradq.service.store.models import Job, JobStatus
+from gradq.service.status import JobStatus
+from gradq.service.store import leases, writes
+from gradq.service.store.encoding import to_utc
+from gradq.service.store.leases import Lease, LeaseLost
+from gradq.service.store.models import Job
 from gradq.train import replicas
 from gradq.train.faults import failpoint
 from gradq.train.loop import Snapshot, npz_bytes
 from gradq.train.methods import train
 from gradq.train.trainer import MetricRow, Outcome
 from gradq.workers.data import load_dataset, prepare_splits
-from gradq.workers.failures import TRANSIENT, describe, is_out_of_memory, with_retries
+from gradq.workers.failures import TRANSIENT, classify, describe, is_out_of_memory, with_retries
 from gradq.workers.writer import WriteBehind
 
 log = logging.getLogger("gradq.worker")
@@ -51,7 +55,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             try:
-                if jobs.renew(self.lease):
+                if leases.renew(self.lease):
                     self.cancel.set()
             except LeaseLost:
                 self.lost.set()
@@ -101,7 +105,7 @@ class DbHooks:
 
         def write() -> None:
             failpoint("metrics")
-            cancel = with_retries(lambda: jobs.log(self.lease, rows, progress),
+            cancel = with_retries(lambda: writes.log(self.lease, rows, progress),
                                   deadline_s=self.deadline, what="writing metrics")
             failpoint("metrics_written")
             self.cancel = self.cancel or cancel
@@ -117,7 +121,7 @@ class DbHooks:
         def write() -> None:
             failpoint("checkpoint")
             blob = bytes(data)  # np.savez, here on the writer's thread
-            with_retries(lambda: jobs.save_checkpoint(self.lease, epoch, step, blob),
+            with_retries(lambda: writes.save_checkpoint(self.lease, epoch, step, blob),
                          deadline_s=self.deadline, what="writing a checkpoint")
 
         self.writer.submit(self._write(write))
@@ -173,7 +177,7 @@ class BatchDbHooks:
 
         def write() -> None:
             failpoint("metrics")
-            answers = with_retries(lambda: jobs.log_many(batch), deadline_s=self.deadline,
+            answers = with_retries(lambda: writes.log_many(batch), deadline_s=self.deadline,
                                    what="writing metrics")
             failpoint("metrics_written")
             for m, answer in zip(held, answers, strict=True):
@@ -198,7 +202,7 @@ class BatchDbHooks:
         def write() -> None:
             failpoint("checkpoint")
             batch = [(m.lease, epoch, step, bytes(data)) for m, epoch, step, data in todo]
-            stored = with_retries(lambda: jobs.save_checkpoints(batch),
+            stored = with_retries(lambda: writes.save_checkpoints(batch),
                                   deadline_s=self.deadline, what="writing checkpoints")
             for (m, _, _, _), ok in zip(todo, stored, strict=True):
                 if not ok:
@@ -227,7 +231,7 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
     settings = get_settings()
     worker = worker or default_worker_name()
     # a database blip must not drop the message: retry the claim as any transient write
-    lease = with_retries(lambda: jobs.claim(job_id, worker), deadline_s=4 * settings.lease_s,
+    lease = with_retries(lambda: leases.claim(job_id, worker), deadline_s=4 * settings.lease_s,
                          what="claiming a job")
     if lease is None:
         log.info("job %s not claimed (not queued, or another worker has it)", job_id)
@@ -242,9 +246,10 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
                                 publish)
             if status is not None:
                 return None if status is _LOST else status
-        return _run_claimed(lease, hb, device_pref, settings.lease_s, observer, publish, job)
+        status = _run_claimed(lease, hb, device_pref, settings.lease_s, observer, publish, job)
+        return None if status is _LOST else status
     except LeaseLost:
-        log.warning("job %s: lease lost; abandoning it", job_id)
+        _abandon(job_id)
         return None
     finally:
         hb.stop.set()
@@ -258,11 +263,11 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
     spec = json.loads(job.spec)
     try:
         xp = _array_module(spec, device_pref)
-        jobs.set_device(lease, device_name(xp))
+        leases.set_device(lease, device_name(xp))
         if data is None:
             data = _prepare(spec, job)
         hooks = DbHooks(lease, hb, lease_s, observer)
-        resume = jobs.latest_checkpoint(lease.job_id)
+        resume = writes.latest_checkpoint(lease.job_id)
         if resume is not None:
             log.info("job %s resumes from epoch %d (step %d)", lease.job_id, resume[0],
                      resume[1])
@@ -271,10 +276,8 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
         finally:
             hooks.writer.close()  # the run is over: let the last writes land
         hooks.close()  # raises what a write met: a lost lease, a database that stayed down
-    except LeaseLost:
-        raise
-    except Exception as exc:
-        if not isinstance(exc, TRANSIENT):
+    except Exception as exc:  # the failure policy decides: retry, fail, or abandon
+        if classify(exc) is Failure.PERMANENT:
             log.exception("job %s failed", lease.job_id)
         status = _end_with_error(lease, exc, traceback.format_exc())
         if is_out_of_memory(exc):
@@ -284,14 +287,22 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
 
 
 def _end_with_error(lease: Lease, exc: BaseException, tb: str | None) -> str:
-    """End a claimed job that raised ``exc`` (the failure policy): a transient error gives
-    it back to be tried again, any other fails it with its traceback. Its new status."""
-    if isinstance(exc, TRANSIENT):
-        status = jobs.release(lease, describe(exc), tb)
+    """End a claimed job that raised ``exc`` as the failure policy decides
+    (``service.failure_policy``): given back for another attempt, failed with its
+    traceback, or abandoned when the lease was lost. Its new status (``_LOST``: not ours)."""
+    failure = classify(exc)
+    if failure is Failure.LEASE_LOST:
+        return _abandon(lease.job_id)
+    status = writes.end_failed(lease, failure, describe(exc), tb)
+    if failure is Failure.TRANSIENT:
         log.warning("job %s: transient error, now %s: %s", lease.job_id, status.value, exc)
-        return status.value
-    jobs.finish(lease, JobStatus.FAILED, error=describe(exc), traceback=tb)
-    return JobStatus.FAILED.value
+    return status.value
+
+
+def _abandon(job_id: str) -> str:
+    """A lost lease: the job belongs to someone else now; write nothing more."""
+    log.warning("job %s: lease lost; abandoning it", job_id)
+    return _LOST
 
 
 def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool,
@@ -307,7 +318,7 @@ def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bo
     artifacts = {"model": npz_bytes(outcome.arrays)}
     if job.parent_id is not None:  # a comparison child keeps its start (docs/guarantees.md): the
         artifacts["initial"] = npz_bytes(outcome.initial)  # paired design, checkable
-    new = with_retries(lambda: jobs.finish(lease, status, result=result, artifacts=artifacts,
+    new = with_retries(lambda: writes.finish(lease, status, result=result, artifacts=artifacts,
                                            error=outcome.error, metrics=outcome.last_rows,
                                            progress=outcome.progress),
                        deadline_s=4 * lease_s, what="storing the result")
@@ -347,7 +358,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     if job.parent_id is None or key is None:
         return None
     try:
-        if jobs.latest_checkpoint(lease.job_id) is not None:
+        if writes.latest_checkpoint(lease.job_id) is not None:
             return None  # a resumed child continues alone from its checkpoint
     except TRANSIENT as exc:  # the single path retries the database, or gives the job back
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
@@ -360,23 +371,21 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
         return None
     try:
         limit = replicas.max_replicas(spec, leader.data, xp) - 1
-        leases = jobs.claim_siblings(job.parent_id, lease.worker,
-                                     lambda s: replicas.batch_key(s) == key, limit)
-    except LeaseLost:
-        raise
+        siblings = leases.claim_siblings(job.parent_id, lease.worker,
+                                         lambda s: replicas.batch_key(s) == key, limit)
     except TRANSIENT as exc:
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
-        leases = []
+        siblings = []
     except Exception:  # a bug in the batch path: say so loudly, then run the job alone
         log.exception("job %s: setting up a batch failed; running it alone", lease.job_id)
-        leases = []
-    if not leases:  # no sibling to batch with: alone, on the data prepared above
+        siblings = []
+    if not siblings:  # no sibling to batch with: alone, on the data prepared above
         return _run_claimed(lease, hb, device_pref, lease_s, observer, publish, job,
                             leader.data)
     members = [leader]
     alone: list[_Member] = []
     try:
-        for sl in leases:
+        for sl in siblings:
             m = _Member(sl, Heartbeat(sl, lease_s), None, None)
             m.hb.start()
             try:
@@ -410,10 +419,10 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
     held = []
     for m in members:
         try:
-            jobs.set_device(m.lease, device_name(xp))
+            leases.set_device(m.lease, device_name(xp))
             held.append(m)
         except LeaseLost:
-            statuses[m.lease.job_id] = _LOST
+            statuses[m.lease.job_id] = _abandon(m.lease.job_id)
         except TRANSIENT:  # its own run retries, or gives it back
             alone.append(m)
     log.info("training %d replicas together: %s", len(held),
@@ -446,7 +455,7 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
             statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
                                                     None, publish, m.job, m.data)
         except LeaseLost:
-            statuses[m.lease.job_id] = _LOST
+            statuses[m.lease.job_id] = _abandon(m.lease.job_id)
     return statuses.get(members[0].lease.job_id) or _LOST
 
 
@@ -457,14 +466,9 @@ def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: 
     try:
         if end.outcome is not None:
             return _store(m.lease, m.job, end.outcome, lease_s, publish, stacked)
-        exc = end.error
-        if isinstance(exc, LeaseLost):
-            log.warning("job %s: lease lost; abandoning it", job_id)
-            return _LOST
-        return _end_with_error(m.lease, exc, end.traceback)
+        return _end_with_error(m.lease, end.error, end.traceback)
     except LeaseLost:
-        log.warning("job %s: lease lost; abandoning it", job_id)
-        return _LOST
+        return _abandon(job_id)
     except TRANSIENT as exc:  # the sweeper hands it over once its lease lapses
         log.warning("job %s: could not store its end (%s)", job_id, exc)
         return _LOST
@@ -472,12 +476,8 @@ def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: 
 
 def _publish(job_ids: list[str]) -> None:
     """Send new jobs to the queue; if the broker is down, the sweeper publishes them later."""
-    from gradq.service.celery_app import send_job
-
     try:
-        for job_id, queue, priority in jobs.runnable(job_ids):
-            send_job(job_id, queue, priority)
-        jobs.mark_enqueued(job_ids)
+        publish_jobs(job_ids)
     except TRANSIENT as exc:
         log.warning("could not publish %d new job(s) now (%s); the sweeper will", len(job_ids),
                     exc)
@@ -493,7 +493,7 @@ def _load_job(job_id: str) -> Job:
 
 
 def _queued_s(job: Job) -> float | None:
-    created, started = jobs.to_utc(job.created_at), jobs.to_utc(job.started_at)
+    created, started = to_utc(job.created_at), to_utc(job.started_at)
     if created is None or started is None:
         return None
     return round((started - created).total_seconds(), 6)

@@ -28,11 +28,14 @@ import numpy as np
 import sqlalchemy as sa
 from gradq.service.errors import UsageError
 from gradq.service.spec import lower_is_better
+from gradq.service.status import FINISHED_NAMES, JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus, Metric, Result
+from gradq.service.store.models import Job, Metric, Result
 from gradq.service.store.queries import resolve
 from scipy import stats
 from sqlalchemy.orm import Session
+
+_BAD_ENDS = FINISHED_NAMES - {JobStatus.SUCCEEDED.value}  # a tuning run that did not count
 
 STATISTICS_PHASES = (None, "final")  # tuning runs and search trials are never pooled
 
@@ -248,13 +251,13 @@ def build_report(parent_id: str) -> dict[str, Any]:
             arms[label] = _new_arm()
         phase = cspec.get("_phase")
         if phase not in STATISTICS_PHASES:  # tuning runs choose a setting, trials search
-            if phase == "tune" and status in ("failed", "diverged", "cancelled"):
+            if phase == "tune" and status in _BAD_ENDS:
                 tune_bad[label][status] = tune_bad[label].get(status, 0) + 1
             continue
         if "_arm_overrides" in cspec:
             overrides.setdefault(label, cspec["_arm_overrides"])
         arm = arms[label]
-        if status in ("queued", "running"):
+        if status not in FINISHED_NAMES:
             continue  # not finished yet: the report is marked partial, nothing is excluded
         if status != "succeeded" or res is None:
             arm["excluded"][status] = arm["excluded"].get(status, 0) + 1
@@ -338,8 +341,7 @@ def build_report(parent_id: str) -> dict[str, Any]:
         p["p_holm"] = adjusted
         p["significant"] = adjusted is not None and adjusted < 0.05
     total = len(kids)
-    done = sum(v for k, v in counts.items() if k in ("succeeded", "failed", "diverged",
-                                                     "cancelled"))
+    done = sum(v for k, v in counts.items() if k in FINISHED_NAMES)
     notes = _notes(out_arms, tune_bad, train_metric)
     rep: dict[str, Any] = {
         "id": parent.id, "status": JobStatus(parent.status).value, "metric": metric,

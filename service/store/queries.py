@@ -12,9 +12,10 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from gradq.service.errors import AmbiguousJob, BadArgument, JobNotFound, NotFound
 from gradq.service.settings import redact
+from gradq.service.status import FINISHED, JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.jobs import to_utc
-from gradq.service.store.models import FINISHED, Artifact, Job, JobStatus, Metric, Result
+from gradq.service.store.encoding import to_utc
+from gradq.service.store.models import Artifact, Job, Metric, Result
 
 
 def resolve(s: sa.orm.Session, job_id: str) -> Job:

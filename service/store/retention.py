@@ -26,18 +26,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from gradq.service.errors import InvalidTransition
 from gradq.service.settings import get_settings
+from gradq.service.status import FINISHED, JobStatus
 from gradq.service.store import checkpoint_policy
+from gradq.service.store.actions import cancel
 from gradq.service.store.db import get_engine, session_scope
-from gradq.service.store.jobs import InvalidTransition, cancel
 from gradq.service.store.models import (
-    FINISHED,
     Artifact,
     Checkpoint,
     Dataset,
     DatasetName,
     Job,
-    JobStatus,
     Metric,
     Result,
 )
