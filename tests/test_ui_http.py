@@ -126,15 +126,16 @@ def test_the_cli_and_the_dashboard_write_a_report_s_numbers_alike(client) -> Non
 def test_the_cli_and_the_dashboard_write_a_missing_value_alike(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create
+    from gradq.service.store.newjob import NewJob
     from gradq.ui.app import create_app
     from starlette.testclient import TestClient
 
     # Given a queued job: no device, no worker yet
     spec = validate({"data": {"dataset": "iris"}})
-    job = jobs.NewJob(spec=spec, kind="train", name="waiting", seed=0,
+    job = NewJob(spec=spec, kind="train", name="waiting", seed=0,
                       optimizer=spec["optimizer"], queue="auto")
-    [job_id] = jobs.create_jobs(job, dataset=None, priority=0, max_attempts=3)
+    [job_id] = create.create_jobs(job, dataset=None, priority=0, max_attempts=3)
     # When the CLI shows its status and the dashboard its page
     text = cli("status", job_id)
     with TestClient(create_app(), base_url="http://127.0.0.1:8765") as c:
