@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from gradq.nn.backend import array_module, to_numpy
-from gradq.service.settings import get_settings
 from gradq.train.faults import failpoint
 
 
@@ -46,7 +45,10 @@ class Plan:
     checkpoint_interval_s: float = 0.0  # and at least this long since the previous one
 
     @classmethod
-    def of(cls, spec: dict[str, Any], steps_per_epoch: int) -> Plan:
+    def of(cls, spec: dict[str, Any], steps_per_epoch: int,
+           checkpoint_interval_s: float = 0.0) -> Plan:
+        """The plan of ``spec``; ``checkpoint_interval_s`` comes from the caller (the
+        runner reads it from the settings; the engine reads none)."""
         training = spec["training"]
         epochs = int(training["epochs"])
         total = epochs * steps_per_epoch
@@ -54,7 +56,7 @@ class Plan:
             total = min(total, int(training["max_steps"]))
         return cls(epochs, steps_per_epoch, total, training["log_every"],
                    int(training["checkpoint_every"]), bool(spec.get("_checkpoint_end")),
-                   get_settings().checkpoint_interval_s)
+                   float(checkpoint_interval_s))
 
 
 class Body(Protocol):

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradq.nn.backend import device_name, get_array_module
-from gradq.service.settings import get_settings
+from gradq.service.settings import Settings, get_settings
 from gradq.service.store import jobs
 from gradq.service.store.jobs import Lease, LeaseLost
 from gradq.service.store.models import Job, JobStatus
 from gradq.train import replicas
 from gradq.train.faults import failpoint
+from gradq.train.interface import CheckpointEntry, LogEntry, MetricRow, Outcome, ReplicaEnd
 from gradq.train.loop import Snapshot, npz_bytes
 from gradq.train.methods import train
-from gradq.train.trainer import MetricRow, Outcome
 from gradq.workers.data import load_dataset, prepare_splits
 from gradq.workers.failures import TRANSIENT, describe, is_out_of_memory, with_retries
 from gradq.workers.writer import WriteBehind
@@ -129,7 +129,7 @@ class DbHooks:
 
 
 class BatchDbHooks:
-    """``replicas.ReplicaHooks`` for a batch: at each log interval (and checkpoint) the
+    """``ReplicaHooks`` for a batch: at each log interval (and checkpoint) the
     writes of every replica go in one transaction, each fenced by its own lease, on a
     ``WriteBehind`` as ``DbHooks`` does; a replica whose lease was lost gets ``LeaseLost``
     (at the next call) and the others carry on."""
@@ -162,7 +162,7 @@ class BatchDbHooks:
                 self.error = exc
         return run
 
-    def log(self, entries: list[replicas.LogEntry]) -> list[bool | BaseException]:
+    def log(self, entries: list[LogEntry]) -> list[bool | BaseException]:
         self.writer.wait()  # at most one log interval in flight
         out = [self._answer(r) for r, _, _ in entries]
         batch = [(self.members[r].lease, rows, progress)
@@ -188,7 +188,7 @@ class BatchDbHooks:
             self.observer(entries[0][2])
         return out
 
-    def checkpoint(self, entries: list[replicas.CheckpointEntry]
+    def checkpoint(self, entries: list[CheckpointEntry]
                    ) -> list[BaseException | None]:
         answers = [self._answer(r) for r, _, _, _ in entries]
         out = [a if isinstance(a, BaseException) else None for a in answers]
@@ -238,11 +238,10 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
     try:
         job = _load_job(lease.job_id)
         if batch:
-            status = _run_batch(lease, hb, job, device_pref, settings.lease_s, observer,
-                                publish)
+            status = _run_batch(lease, hb, job, device_pref, settings, observer, publish)
             if status is not None:
                 return None if status is _LOST else status
-        return _run_claimed(lease, hb, device_pref, settings.lease_s, observer, publish, job)
+        return _run_claimed(lease, hb, device_pref, settings, observer, publish, job)
     except LeaseLost:
         log.warning("job %s: lease lost; abandoning it", job_id)
         return None
@@ -250,10 +249,11 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
         hb.stop.set()
 
 
-def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
+def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, settings: Settings,
                  observer: Callable[[dict[str, Any]], None] | None, publish: bool,
                  job: Job | None = None, data: Any = None) -> str:
     """Train a claimed job alone (``data``: its splits, where already prepared)."""
+    lease_s = settings.lease_s
     job = job or _load_job(lease.job_id)
     spec = json.loads(job.spec)
     try:
@@ -267,7 +267,8 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
             log.info("job %s resumes from epoch %d (step %d)", lease.job_id, resume[0],
                      resume[1])
         try:
-            outcome = train(spec, data, xp, hooks, resume[2] if resume else None)
+            outcome = train(spec, data, xp, hooks, resume[2] if resume else None,
+                            settings.checkpoint_interval_s)
         finally:
             hooks.writer.close()  # the run is over: let the last writes land
         hooks.close()  # raises what a write met: a lost lease, a database that stayed down
@@ -333,7 +334,7 @@ class _Member:
     cancel: bool = False  # a write found cancellation requested
 
 
-def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s: float,
+def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, settings: Settings,
                observer: Callable[[dict[str, Any]], None] | None, publish: bool
                ) -> str | None:
     """Run the claimed child with the queued siblings that can batch with it.
@@ -342,6 +343,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     cannot batch (or setting up the batch failed): then the caller runs the leader alone,
     as it would have anyway.
     """
+    lease_s = settings.lease_s
     spec = json.loads(job.spec)
     key = replicas.batch_key(spec)
     if job.parent_id is None or key is None:
@@ -359,7 +361,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
         return None
     try:
-        limit = replicas.max_replicas(spec, leader.data, xp) - 1
+        limit = replicas.max_replicas(spec, leader.data, xp, settings.max_replicas) - 1
         leases = jobs.claim_siblings(job.parent_id, lease.worker,
                                      lambda s: replicas.batch_key(s) == key, limit)
     except LeaseLost:
@@ -371,7 +373,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
         log.exception("job %s: setting up a batch failed; running it alone", lease.job_id)
         leases = []
     if not leases:  # no sibling to batch with: alone, on the data prepared above
-        return _run_claimed(lease, hb, device_pref, lease_s, observer, publish, job,
+        return _run_claimed(lease, hb, device_pref, settings, observer, publish, job,
                             leader.data)
     members = [leader]
     alone: list[_Member] = []
@@ -386,7 +388,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
                 members.append(m)
             except Exception:  # its own run reports what is wrong with it
                 alone.append(m)
-        return _train_batch(members, alone, xp, device_pref, lease_s, observer, publish)
+        return _train_batch(members, alone, xp, device_pref, settings, observer, publish)
     finally:
         for m in [*members[1:], *alone]:
             m.hb.stop.set()
@@ -404,8 +406,9 @@ def _prepare(spec: dict[str, Any], job: Job) -> Any:
 
 
 def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_pref: str,
-                 lease_s: float, observer: Callable[[dict[str, Any]], None] | None,
+                 settings: Settings, observer: Callable[[dict[str, Any]], None] | None,
                  publish: bool) -> str:
+    lease_s = settings.lease_s
     statuses: dict[str, str | None] = {}
     held = []
     for m in members:
@@ -421,7 +424,8 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
     hooks = BatchDbHooks(held, lease_s, observer)
     try:
         ends = replicas.ReplicaTrainer([m.spec for m in held], [m.data for m in held], xp,
-                                       hooks).run() if held else []
+                                       hooks, settings.checkpoint_interval_s
+                                       ).run() if held else []
     except replicas.Incompatible as exc:  # splits of unequal shape: each runs alone
         log.info("not batching %d replicas (%s)", len(held), exc)
         alone, ends = [*held, *alone], []
@@ -438,19 +442,19 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
         hooks.close()
     if hooks.error is not None and ends:  # a batch write failed past its retries
         tb = "".join(traceback.format_exception(hooks.error))
-        ends = [replicas.ReplicaEnd(error=hooks.error, traceback=tb) for _ in ends]
+        ends = [ReplicaEnd(error=hooks.error, traceback=tb) for _ in ends]
     for m, end in zip(held, ends, strict=False):
         statuses[m.lease.job_id] = _end_replica(m, end, lease_s, publish, len(held))
     for m in alone:
         try:
-            statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
+            statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, settings,
                                                     None, publish, m.job, m.data)
         except LeaseLost:
             statuses[m.lease.job_id] = _LOST
     return statuses.get(members[0].lease.job_id) or _LOST
 
 
-def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: bool,
+def _end_replica(m: _Member, end: ReplicaEnd, lease_s: float, publish: bool,
                  stacked: int) -> str:
     """Store one replica's end through its own lease, as ``_run_claimed`` would."""
     job_id = m.lease.job_id
