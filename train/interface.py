@@ -106,7 +106,9 @@ class ReplicaEnd:
 
 
 class Diverged(Exception):
-    """The training loss became NaN or ±inf (the run ends ``diverged``)."""
+    """The training loss became NaN or ±inf: ``str`` of it is a diverged run's
+    ``Outcome.error``. The engine records it rather than raising it, so that one run and
+    a stacked replica end alike (logged, then ``diverged``); a caller may raise it."""
 
     def __init__(self, step: int, value: float) -> None:
         super().__init__(f"loss became {value} at step {step}")

@@ -1,10 +1,13 @@
-"""The training loop: one job's spec and data in, curves, checkpoints and a result out.
+"""One run: one job's spec and data in, curves, checkpoints and a result out.
 
-The loop knows nothing of the database: it reports through ``Hooks`` (the runner connects
-them to fenced writes). Per SPEC §9 nothing synchronises host and device inside the step
-loop: minibatch losses accumulate on the device, and metrics are read once per log
-interval. Minibatch order and dropout masks are derived from (seed, epoch), so a job resumed
-from a checkpoint at an epoch boundary continues exactly as if it had never stopped.
+The run knows nothing of the database: it reports through ``interface.Hooks`` (the runner
+connects them to fenced writes). Its set-up, first-order step, log point and ``Outcome``
+are ``engine``'s, shared with a stack of replicas (``replicas``); what is its own here:
+early stopping, dropout streams, diagnostics, second-order and proximal steps, resume.
+Per SPEC §9 nothing synchronises host and device inside the step loop: minibatch losses
+accumulate on the device, and metrics are read once per log interval. Minibatch order
+and dropout masks are derived from (seed, epoch), so a job resumed from a checkpoint at an
+epoch boundary continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
