@@ -20,7 +20,8 @@ from gradq.nn.losses import softmax
 from gradq.nn.network import BN_EPS, BN_MOMENTUM, Architecture, Network, initial_parameters
 from gradq.nn.preprocess import Splits, prepare
 from gradq.service.spec import validate
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.interface import NullHooks
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 from sklearn.decomposition import PCA
 from sklearn.linear_model import Lasso, Ridge

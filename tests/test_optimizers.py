@@ -37,7 +37,8 @@ from gradq.nn.optimizers import (
 from gradq.nn.second_order import validate_hyper
 from gradq.service import submit
 from gradq.service.spec import FULL_BATCH_OPTIMIZERS, OPTIMIZERS, validate
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.interface import NullHooks
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 
 xp = xp_fixture()

@@ -22,8 +22,9 @@ from gradq.service.experiments.compare import expand
 from gradq.service.failure_policy import Failure
 from gradq.service.spec import validate
 from gradq.service.store import create, leases, queries, writes
+from gradq.train.interface import NullHooks
 from gradq.train.replicas import ReplicaTrainer, batch_key, max_replicas
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 
 xp = xp_fixture()
@@ -296,13 +297,12 @@ def test_per_replica_settings_and_labels_do_not_stop_stacking() -> None:
     assert batch_key({**make_spec(), "_fold": [0, 5]}) != base  # a fold selects the data
 
 
-def test_the_memory_limit_shrinks_with_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_memory_limit_shrinks_with_the_model() -> None:
     small = make_spec()
     big = make_spec(model={"hidden": [4096, 4096]})
     data = splits(small)
     assert max_replicas(small, data, np) > max_replicas(big, data, np) >= 1
-    monkeypatch.setenv("GRADQ_MAX_REPLICAS", "1")
-    assert max_replicas(small, data, np) == 1
+    assert max_replicas(small, data, np, cap=1) == 1
 
 
 # ------------------------------------------------------------------ the scheduler
