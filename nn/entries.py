@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import fused
+from .backend import to_numpy
 from .optimizers import (
     AdamState,
     DeltaBarDeltaState,
@@ -111,7 +112,7 @@ register(Optimizer("adagrad", "first_order", {"lr": 0.01, "eps": 1e-10}, "AdaGra
 # ------------------------------------------------------------------------- RMSProp
 def _rmsprop(h: dict[str, Any], sched: Sched) -> Any:
     parts = [scale_by_rms(h["alpha"], h["eps"], h["centered"])]
-    if np.any(np.asarray(h["momentum"]) > 0):
+    if np.any(to_numpy(h["momentum"]) > 0):  # per-replica momenta may live on the GPU
         parts.append(trace(h["momentum"]))
     return chain(*parts, scale_by_learning_rate(h["lr"], sched))
 
