@@ -1,8 +1,7 @@
 """``gradq workers``: the pool as its workers report it (host, device, job, heartbeat).
 
-A command module of the CLI, registered by ``main``. It takes ``main``'s error handling
-when it runs, not at import: ``main`` imports this module, and ``python -m gradq.cli.main``
-runs ``main`` under another name, so an import at the top would be circular.
+A command module of the CLI (``COMMANDS``, registered by ``main``); the service is
+imported when the command runs.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from .common import handle_errors, json_option
 from .output import emit_json, table
 
 
@@ -25,20 +25,14 @@ def _ago(seconds: float | None) -> str:
 
 
 @click.command("workers")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print exactly one JSON document on standard output.")
+@json_option
+@handle_errors
 def workers(as_json: bool) -> None:
     """The worker pool: host, pid, queues, device, current job, last heartbeat, jobs done.
 
     A worker whose heartbeat is older than a lease (GRADQ_LEASE_S, by the database's
     clock), or that stopped, is shown as gone.
     """
-    from .main import handle_errors
-
-    handle_errors(_workers)(as_json)
-
-
-def _workers(as_json: bool) -> None:
     from gradq.service.store.workers import list_workers
 
     docs: list[dict[str, Any]] = list_workers()
@@ -54,3 +48,6 @@ def _workers(as_json: bool) -> None:
           ("host", "pid", "device", "queues", "state", "job", "heartbeat", "done", "started"))
     live = sum(d["state"] == "live" for d in docs)
     click.echo(f"{live} live, {len(docs) - live} gone", err=True)
+
+
+COMMANDS = [workers]

@@ -169,3 +169,9 @@ def test_ui_reports_the_curve_and_paging_figures(tmp_path: Path) -> None:
     assert 0 < doc["curve"]["returned"] <= 2000 + 500  # + a nan point per bucket at most
     assert doc["paging"]["listed"] == 50
     assert set(doc["paging"]["timing"]) == {"jobs_page", "api_jobs", "bare_select"}
+
+
+def test_stack_of_one_reports_both_paths(tmp_path: Path) -> None:
+    doc = run_script("stack_of_one", tmp_path, "--device", "cpu")
+    assert set(doc["seconds_per_epoch"]) == {"trainer", "stack_of_one"}
+    assert doc["ratio_stack_of_one_over_trainer"] > 0 and doc["steps"] == 4

@@ -24,7 +24,7 @@ app = make_app()
 def _after_fork(sender: object = None, **_: object) -> None:
     # A forked child must not reuse its parent's database connections; CUDA is first
     # touched here (naming the device for the pool table) or inside the task, so it is
-    # initialised after the fork (SPEC §8).
+    # initialised after the fork (docs/guarantees.md).
     dispose_engines()
     threads = os.environ.get("GRADQ_BLAS_THREADS")
     if threads:
