@@ -87,7 +87,7 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
 def reference(spec_dir: Path, out: Path) -> None:
     """Run every spec in this process on NumPy, as ``gradq run`` does; write the finals."""
     from gradq.service import submit as submit_service
-    from gradq.service.store import jobs
+    from gradq.service.store.create import queued_children
     from gradq.workers.runner import execute
 
     docs = {}
@@ -95,7 +95,7 @@ def reference(spec_dir: Path, out: Path) -> None:
         ids = submit_service.create(submit_service.prepare(path))
         if len(ids) == 1:
             execute(ids[0], worker="reference")
-        while len(ids) > 1 and (todo := jobs.queued_children(ids[0])):
+        while len(ids) > 1 and (todo := queued_children(ids[0])):
             execute(todo[0], worker="reference")
         docs[path.stem] = [summary(d) for d in finals(ids[0])]
     out.write_text(json.dumps(docs, indent=1))
