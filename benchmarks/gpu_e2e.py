@@ -33,16 +33,18 @@ OPTIMIZERS = [{"name": "sgd", "lr": 0.05}, {"name": "momentum", "lr": 0.02},
 BASE = {"data": {"dataset": "digits"}, "dtype": "float32", "device": "auto",
         "model": {"hidden": [32]}, "training": {"epochs": 6, "batch_size": 64}}
 LOSSES = ("train_loss", "val_loss", "test_loss")
-RTOL, ATOL = 2e-3, 1e-5  # float32 across devices: summation orders differ (cuBLAS, BLAS)
+# float32 across devices: summation orders differ (cuBLAS against OpenBLAS), so the same
+# run drifts apart by rounding; losses start near 2.3 (ten classes), hence the absolute floor
+RTOL, ATOL = 2e-3, 1e-4
 ACC_TOL = 0.011  # accuracy: at most a couple of the 360 test samples may flip
 
 
 def specs(quick: bool) -> dict[str, dict[str, Any]]:
     """Name → spec: the long job the worker is killed in, 19 (quick: 3) short train jobs,
     and one comparison."""
-    long_epochs = 30 if quick else 60
+    long_epochs = 30 if quick else 40
     out: dict[str, dict[str, Any]] = {
-        "long": {**BASE, "name": "e2e-long", "seed": 7, "optimizer": {"name": "adam", "lr": 1e-3},
+        "long": {**BASE, "name": "e2e-long", "seed": 7, "optimizer": {"name": "adam", "lr": 5e-4},
                  "model": {"hidden": [128, 128]},
                  "training": {"epochs": long_epochs, "batch_size": 16, "checkpoint_every": 1}}}
     n_short = 3 if quick else 19
