@@ -262,6 +262,10 @@ def run(out: Path, expect_device: str, worker_args: list[str], quick: bool) -> i
     checks[f"killed job resumed on {expect_device}"] = long["device"] == expect_device
     if figures["workers"]:
         figures["worker_devices"] = sorted({w["device"] for w in figures["workers"]})
+    # the pool table (gradq workers) names the card: "cuda:0 (NVIDIA H200)", or "cpu"
+    want = "cuda:0 (" if expect_device.startswith("cuda") else "cpu"
+    checks["gradq workers shows the device"] = bool(figures.get("worker_devices")) and all(
+        d.startswith(want) for d in figures["worker_devices"])
 
     # the same specs on NumPy, in a process of its own with a database of its own
     t_ref = time.monotonic()
