@@ -328,6 +328,8 @@ def main() -> int:
     f.add_argument("spec_dir", type=Path)
     f.add_argument("out", type=Path)
     a = ap.parse_args()
+    # a TERM (the script's time limit) unwinds like an error: the worker pool is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.command == "reference":
         reference(a.spec_dir, a.out)
         return 0

