@@ -214,7 +214,7 @@ def ensure_schema(engine: Engine) -> None:
     head = head_revision()
     if current != head:
         if engine.dialect.name == "sqlite":
-            upgrade(key)
+            _upgrade_sqlite_once(engine, head)
         elif current is None:
             raise SchemaError(
                 f"database {engine.url.render_as_string(hide_password=True)} has no gradq "
@@ -224,6 +224,25 @@ def ensure_schema(engine: Engine) -> None:
                 f"database schema is at revision {current}, this gradq needs {head}: "
                 "run `gradq db upgrade`")
     _checked.add(key)
+
+
+def _upgrade_sqlite_once(engine: Engine, head: str) -> None:
+    """Migrate an embedded database under a file lock beside it, so that two processes
+    meeting a new SQLite file at once (a worker and a first ``submit``) migrate it once:
+    the second waits, then finds it at ``head``."""
+    import fcntl
+
+    database = engine.url.database
+    if not database or database == ":memory:":
+        upgrade(str(engine.url))
+        return
+    with open(f"{database}.migrate-lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if current_revision(engine) != head:
+                upgrade(str(engine.url))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager
