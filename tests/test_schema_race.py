@@ -33,6 +33,6 @@ def test_processes_meeting_a_new_sqlite_file_migrate_it_once(gradq_home: Path,
     # When each of them opens the store
     outs = [p.communicate(timeout=120) for p in procs]
     # Then every one of them read it (none saw "table ... already exists")
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-800:]
         assert out.strip() == "0"
