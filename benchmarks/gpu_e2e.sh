@@ -11,8 +11,8 @@
 #
 # It installs only from wheels/ (git-ignored), into a folder of its own on PYTHONPATH:
 # fill it first with `benchmarks/fetch_wheels.sh 3.12` (the GPU image's Python; about
-# 24 MiB with this machine's own). NumPy, SciPy, scikit-learn, CuPy, click, PyYAML and
-# Jinja2 come from the machine it runs on.
+# 24 MiB with this machine's own). NumPy, SciPy, scikit-learn, CuPy, PyYAML and Jinja2
+# come from the machine it runs on; click travels (Celery 5.7 needs click >= 8.3.1).
 #
 # With GRADQ_DEVICE=cpu it runs anywhere (`gradq worker --cpu`, device `cpu (numpy)`
 # expected): that is how it is tested on a machine without a GPU. --quick: 4 train jobs
