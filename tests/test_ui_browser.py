@@ -302,7 +302,7 @@ PAGES: dict[str, tuple[Callable[[World], str], tuple[str, ...]]] = {
                             ("mean-test_loss", "final-interval", "expected-best")),
     "arms-and-capacity": (lambda w: f"/jobs/{w.arms}",
                           ("mean-test_loss", "final-interval", "capacity")),
-    "bagging": (lambda w: f"/jobs/{w.bagging}", ("chart-loss",)),
+    "bagging": (lambda w: f"/jobs/{w.bagging}", ("chart-loss", "chart-members-test_loss")),
     "overlay": (overlay_path, ("overlay-train_loss", "overlay-val_loss")),
     "running-job": (lambda w: f"/jobs/{w.live}", ("chart-loss",)),
 }
@@ -354,6 +354,22 @@ def test_a_searched_comparison_draws_expected_best_and_capacity(page: Any,
     assert b.execute_script(
         "return document.querySelector('#capacity .xtitle').textContent") == "model.hidden"
     assert [float(v) for v in tick_labels(b, "capacity", "x")][-1] >= 6  # widths 2 to 8
+
+
+def test_a_bagging_job_draws_its_members_together_and_the_ensemble_as_points(
+        page: Any, world: World) -> None:
+    """One chart per metric holds every member's curve; the ensemble's figures (one point
+    each, at the last step) are drawn as markers, not as invisible one-point lines."""
+    b = page(f"/jobs/{world.bagging}")
+    ready(b)
+    titles = [e.text for e in b.find_elements("css selector", "#curves .chart-title")]
+    assert titles[:2] == ["accuracy", "loss"]
+    assert sorted(titles[2:]) == sorted(f"members: {s}_{m}" for s in ("train", "val", "test")
+                                        for m in ("accuracy", "loss"))
+    assert legend(b, "chart-members-test_loss") == [f"member{i}/test_loss" for i in range(3)]
+    markers = b.execute_script(
+        "return document.querySelectorAll('#chart-loss .scatterlayer .points path').length")
+    assert markers == 3  # train, val and test loss of the ensemble
 
 
 # ------------------------------------------------------------------ live chart
@@ -408,8 +424,8 @@ def test_the_live_job_grows_without_a_reload_and_keeps_its_zoom(page: Any,
     assert png.startswith("data:image/png;base64,"), png[:80]
 
 
-def test_a_failing_live_refresh_shows_a_banner_and_keeps_trying(page: Any,
-                                                                  world: World) -> None:
+def test_a_failing_live_refresh_shows_a_banner_and_keeps_trying(page: Any, world: World,
+                                                                  shots: Path) -> None:
     """Given a running job's page, when its refreshes fail, then a banner says so, the
     console says why, the chart stays; when they work again the banner goes and the line
     moves on."""
@@ -421,6 +437,7 @@ def test_a_failing_live_refresh_shows_a_banner_and_keeps_trying(page: Any,
     banner = wait_for(b, "document.getElementById('live-error') && "
                          "document.getElementById('live-error').textContent", timeout=10)
     assert "network down (test)" in banner
+    b.save_screenshot(str(shots / "live-refresh-failing.png"))
     logged: list[str] = []
     deadline = time.monotonic() + 10
     while not ({"(page)", "(curves)"} <= {s for m in logged for s in re.findall(r"\(\w+\)", m)}):

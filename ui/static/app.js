@@ -43,7 +43,7 @@ function showTroubles() {
     document.querySelector("main").prepend(box);
   }
   box.textContent = "Live refresh failed, showing the last data received; retrying. " +
-    [...troubles.values()].join("; ");
+    [...new Set(troubles.values())].join("; ");
 }
 
 function el(tag, attrs, text) {
@@ -120,8 +120,10 @@ class Chart {
 }
 
 // A line and a band take a user's label (`name`) as written; plotly gets it through plain().
+// A series of one point (a bagging ensemble's final figures) is drawn as a marker.
 function line(name, xs, ys, color, extra) {
-  return Object.assign({type: "scatter", mode: "lines", name: plain(name), x: xs, y: ys,
+  return Object.assign({type: "scatter", mode: xs.length === 1 ? "markers" : "lines",
+                        name: plain(name), x: xs, y: ys,
                         line: {color: color, width: 1.8}, legendgroup: name}, extra || {});
 }
 
@@ -132,8 +134,18 @@ function band(name, xs, lo, hi, color) {
           hoverinfo: "skip", showlegend: false, legendgroup: name};
 }
 
+// train/val/test of one measure share a chart; a bagging member's curves
+// ("member2/test_loss") share one chart per metric with the other members'.
 function groupOf(metric) {
-  return metric.replace(/^(train|val|test)_/, "");
+  const member = /^member\d+\/(.+)$/.exec(metric);
+  return member ? "members: " + member[1] : metric.replace(/^(train|val|test)_/, "");
+}
+
+function colorOf(metric, taken) {
+  const member = /^member(\d+)\//.exec(metric);
+  if (member) return PALETTE[+member[1] % PALETTE.length];
+  const split = ["train_", "val_", "test_"].findIndex(p => metric.startsWith(p));
+  return split >= 0 ? PALETTE[split] : PALETTE[3 + taken % 7];
 }
 
 // ---------------------------------------------------------- a job's curves
@@ -157,13 +169,15 @@ async function jobCurves(container) {
   const redraw = () => {
     const st = ctl.state();
     const groups = {};
-    for (const m of Object.keys(data).sort()) (groups[groupOf(m)] ||= []).push(m);
+    // the job's own measures first, then its bagging members'
+    const names = Object.keys(data).sort((a, b) =>
+      (a.startsWith("member") - b.startsWith("member")) || (a < b ? -1 : a > b ? 1 : 0));
+    for (const m of names) (groups[groupOf(m)] ||= []).push(m);
     for (const [g, metrics] of Object.entries(groups)) {
-      if (!charts[g]) charts[g] = new Chart(container, "chart-" + g, g);
+      if (!charts[g]) charts[g] = new Chart(container, "chart-" + g.replace(/\W+/g, "-"), g);
       charts[g].draw(metrics.map(m => {
-        // train, val and test keep one colour each across the charts
-        const split = ["train_", "val_", "test_"].findIndex(p => m.startsWith(p));
-        colors[m] ||= split >= 0 ? PALETTE[split] : PALETTE[3 + Object.keys(colors).length % 7];
+        // train, val and test (and each member) keep one colour each across the charts
+        colors[m] ||= colorOf(m, Object.keys(colors).length);
         return line(m, data[m][st.x], ema(data[m].value, st.ema), colors[m]);
       }), st);
     }
@@ -260,8 +274,9 @@ async function compareCharts(container) {
     }
     const searched = report.arms.filter(a => a.search && a.search.expected_best);
     if (searched.length) {
+      const most = Math.max(...searched.map(a => a.search.expected_best.length));
       charts.best ||= new Chart(container, "expected-best", "expected best validation metric of k trials",
-                                {xTitle: "trials k"});
+                                {xTitle: "trials k", layout: l => { if (most <= 12) l.xaxis.dtick = 1; }});
       charts.best.draw(searched.map(a => {
         const name = a.label || a.optimizer;
         const ys = a.search.expected_best;
