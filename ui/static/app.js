@@ -106,8 +106,10 @@ class Chart {
   draw(traces, state) {
     const logAxis = {type: state.log ? "log" : "linear", automargin: true};
     const layout = {
-      uirevision: this.div.id, datarevision: ++this.revision, margin: {l: 60, r: 20, t: 10, b: 45}, height: 340,
-      hovermode: "closest", hoverlabel: {namelength: -1}, legend: {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"},
+      uirevision: this.div.id, datarevision: ++this.revision,
+      margin: {l: 60, r: 20, t: 10, b: 45}, height: 340,
+      hovermode: "closest", hoverlabel: {namelength: -1},  // whole labels, not cut at 15
+      legend: {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"},
       xaxis: {title: {text: plain(this.opts.xTitle || AXIS_TITLES[state.x] || "")},
               automargin: true},
       yaxis: {automargin: true},
@@ -250,7 +252,8 @@ async function compareCharts(container) {
       charts.final.draw(arms.map(a => {
         const name = a.label || a.optimizer;
         const [lo, hi] = a.ci95 || [a.mean, a.mean];
-        return {type: "scatter", mode: "markers", name: plain(name), x: [a.mean], y: [plain(name)],
+        return {type: "scatter", mode: "markers", name: plain(name), x: [a.mean],
+                y: [plain(name)],  // a category axis: its tick labels are the arms' labels
                 marker: {color: color(name), size: 9},
                 error_x: {type: "data", symmetric: false, array: [hi - a.mean],
                           arrayminus: [a.mean - lo], color: color(name), thickness: 2, width: 6}};
