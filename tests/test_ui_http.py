@@ -316,6 +316,34 @@ def test_the_report_is_rendered_in_the_shape_stats_is_adding(monkeypatch, client
         assert text in html, text
 
 
+def test_a_pair_that_survives_holm_names_its_better_arm(monkeypatch, client) -> None:
+    """The pairs table says which arm of a significant pair is better, from the sign of
+    a − b and the metric's direction: the report's pairs have no ``better`` key."""
+    from gradq.service.experiments import report as report_mod
+
+    [parent] = ids("compare")
+    old = report_mod.build_report(parent)
+
+    def pair(a: str, b: str, diff: float, significant: bool) -> dict[str, Any]:
+        return {"a": a, "b": b, "n": 3, "diff": diff, "ci95": [diff - 0.01, diff + 0.01],
+                "p": 0.001, "p_holm": 0.003 if significant else 0.2,
+                "significant": significant}
+
+    pairs = [pair("sgd", "adam", 0.25, True), pair("adam", "rms", -0.5, True),
+             pair("sgd", "rms", 0.125, False)]
+
+    def cells(lower_is_better: bool) -> list[str]:
+        new = {**old, "lower_is_better": lower_is_better, "pairs": pairs}
+        monkeypatch.setattr(report_mod, "build_report", lambda job_id: new)
+        html = client.get(f"/jobs/{parent}").text
+        table = html.split('<table class="num pairs">')[1].split("</table>")[0]
+        return [re.sub(r"<[^>]+>", "", row.split("<td>")[-1]).strip()
+                for row in table.split("<tr")[2:]]
+
+    assert cells(True) == ["yes (adam better)", "yes (adam better)", "no"]
+    assert cells(False) == ["yes (sgd better)", "yes (rms better)", "no"]
+
+
 def test_a_bagging_job_shows_its_members_against_the_ensemble(client) -> None:
     job = next(r["id"] for r in cli_json("ls") if r["name"] == "bagged")
     rep = cli_json("report", job)

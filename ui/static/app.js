@@ -1,5 +1,5 @@
 // gradq dashboard: charts (plotly.js) and live refresh. No framework, no build step.
-// Everything a user wrote reaches the DOM through textContent or plotly's own escaping.
+// Everything a user wrote reaches the DOM through textContent, and plotly through plain().
 "use strict";
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
@@ -10,6 +10,40 @@ async function getJSON(url) {
   const r = await fetch(url, {headers: {accept: "application/json"}, cache: "no-store"});
   if (!r.ok) throw new Error(url + ": HTTP " + r.status);
   return r.json();
+}
+
+// plotly draws a subset of HTML in trace names, tick labels and titles (<a href> as a live
+// link, <b> as bold). A user's string goes to plotly with < > & as the entities plotly
+// turns back into text (it knows &lt; &gt; &amp;), so it is drawn exactly as written.
+function plain(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+// ------------------------------------------------------------ live refresh trouble
+// A refresh that fails leaves what is drawn in place, says so in a banner above the page
+// (removed by the next refresh that succeeds) and logs the cause; the loop keeps trying.
+const troubles = new Map();  // source -> message
+
+function trouble(source, err) {
+  const message = err && err.message ? err.message : String(err);
+  if (troubles.get(source) !== message) console.error(`gradq live refresh (${source}):`, err);
+  troubles.set(source, message);
+  showTroubles();
+}
+
+function recovered(source) {
+  if (troubles.delete(source)) showTroubles();
+}
+
+function showTroubles() {
+  let box = document.getElementById("live-error");
+  if (!troubles.size) { if (box) box.remove(); return; }
+  if (!box) {
+    box = el("p", {id: "live-error", class: "live-error", role: "status"});
+    document.querySelector("main").prepend(box);
+  }
+  box.textContent = "Live refresh failed, showing the last data received; retrying. " +
+    [...new Set(troubles.values())].join("; ");
 }
 
 function el(tag, attrs, text) {
@@ -50,6 +84,8 @@ const AXIS_TITLES = {step: "step", epoch: "epoch", time_s: "time (s)"};
 
 // One chart: a title, a PNG button, a plotly div. `series` returns the traces for the
 // current control state; zoom and hidden legend entries survive redraws (uirevision).
+// Plotly.react compares data arrays by reference, and a live chart's arrays grow in place:
+// a new datarevision at each draw tells it that the data changed.
 class Chart {
   constructor(parent, id, title, opts) {
     this.opts = Object.assign({xTitle: null, valueAxis: "y"}, opts || {});
@@ -62,6 +98,7 @@ class Chart {
     wrap.append(head, this.div);
     parent.append(wrap);
     this.title = title;
+    this.revision = 0;
     png.addEventListener("click", () => Plotly.downloadImage(this.div, {
       format: "png", width: 1000, height: 500, filename: "gradq-" + title.replace(/\W+/g, "-")}));
   }
@@ -69,9 +106,12 @@ class Chart {
   draw(traces, state) {
     const logAxis = {type: state.log ? "log" : "linear", automargin: true};
     const layout = {
-      uirevision: this.div.id, margin: {l: 60, r: 20, t: 10, b: 45}, height: 340,
-      hovermode: "closest", legend: {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"},
-      xaxis: {title: {text: this.opts.xTitle || AXIS_TITLES[state.x] || ""}, automargin: true},
+      uirevision: this.div.id, datarevision: ++this.revision,
+      margin: {l: 60, r: 20, t: 10, b: 45}, height: 340,
+      hovermode: "closest", hoverlabel: {namelength: -1},  // whole labels, not cut at 15
+      legend: {orientation: "h", x: 0, y: 1.02, yanchor: "bottom"},
+      xaxis: {title: {text: plain(this.opts.xTitle || AXIS_TITLES[state.x] || "")},
+              automargin: true},
       yaxis: {automargin: true},
       font: {family: "system-ui, sans-serif", size: 12}, paper_bgcolor: "#fff",
       plot_bgcolor: "#fff"};
@@ -81,20 +121,33 @@ class Chart {
   }
 }
 
+// A line and a band take a user's label (`name`) as written; plotly gets it through plain().
+// A series of one point (a bagging ensemble's final figures) is drawn as a marker.
 function line(name, xs, ys, color, extra) {
-  return Object.assign({type: "scatter", mode: "lines", name: name, x: xs, y: ys,
+  return Object.assign({type: "scatter", mode: xs.length === 1 ? "markers" : "lines",
+                        name: plain(name), x: xs, y: ys,
                         line: {color: color, width: 1.8}, legendgroup: name}, extra || {});
 }
 
 function band(name, xs, lo, hi, color) {
-  return {type: "scatter", mode: "lines", name: name + " 95% band", meta: "band",
+  return {type: "scatter", mode: "lines", name: plain(name + " 95% band"), meta: "band",
           x: xs.concat(xs.slice().reverse()), y: hi.concat(lo.slice().reverse()),
           fill: "toself", fillcolor: color + "33", line: {width: 0, color: color},
           hoverinfo: "skip", showlegend: false, legendgroup: name};
 }
 
+// train/val/test of one measure share a chart; a bagging member's curves
+// ("member2/test_loss") share one chart per metric with the other members'.
 function groupOf(metric) {
-  return metric.replace(/^(train|val|test)_/, "");
+  const member = /^member\d+\/(.+)$/.exec(metric);
+  return member ? "members: " + member[1] : metric.replace(/^(train|val|test)_/, "");
+}
+
+function colorOf(metric, taken) {
+  const member = /^member(\d+)\//.exec(metric);
+  if (member) return PALETTE[+member[1] % PALETTE.length];
+  const split = ["train_", "val_", "test_"].findIndex(p => metric.startsWith(p));
+  return split >= 0 ? PALETTE[split] : PALETTE[3 + taken % 7];
 }
 
 // ---------------------------------------------------------- a job's curves
@@ -118,13 +171,15 @@ async function jobCurves(container) {
   const redraw = () => {
     const st = ctl.state();
     const groups = {};
-    for (const m of Object.keys(data).sort()) (groups[groupOf(m)] ||= []).push(m);
+    // the job's own measures first, then its bagging members'
+    const names = Object.keys(data).sort((a, b) =>
+      (a.startsWith("member") - b.startsWith("member")) || (a < b ? -1 : a > b ? 1 : 0));
+    for (const m of names) (groups[groupOf(m)] ||= []).push(m);
     for (const [g, metrics] of Object.entries(groups)) {
-      if (!charts[g]) charts[g] = new Chart(container, "chart-" + g, g);
+      if (!charts[g]) charts[g] = new Chart(container, "chart-" + g.replace(/\W+/g, "-"), g);
       charts[g].draw(metrics.map(m => {
-        // train, val and test keep one colour each across the charts
-        const split = ["train_", "val_", "test_"].findIndex(p => m.startsWith(p));
-        colors[m] ||= split >= 0 ? PALETTE[split] : PALETTE[3 + Object.keys(colors).length % 7];
+        // train, val and test (and each member) keep one colour each across the charts
+        colors[m] ||= colorOf(m, Object.keys(colors).length);
         return line(m, data[m][st.x], ema(data[m].value, st.ema), colors[m]);
       }), st);
     }
@@ -136,17 +191,24 @@ async function jobCurves(container) {
   redraw();
   if (!container.dataset.live) return;
   const tick = async () => {
-    const status = (await getJSON(`/api/jobs/${job}`)).status;
-    const lasts = Object.values(data).map(d => d.step[d.step.length - 1]);
-    const after = lasts.length ? Math.min(...lasts) : -1;
-    const doc = await getJSON(`/api/jobs/${job}/curves?max_points=2000&after_step=${after}`);
-    const before = container.dataset.points;
-    merge(doc);
-    const empty = container.querySelector("p.muted");
-    if (empty && Object.keys(data).length) empty.remove();
-    redraw();
-    if (container.dataset.points !== before) container.dataset.updates = (+container.dataset.updates || 0) + 1;
-    if (container.dataset.liveStatuses.split(" ").includes(status)) setTimeout(tick, LIVE_MS);
+    let status;
+    try {
+      status = (await getJSON(`/api/jobs/${job}`)).status;
+      const lasts = Object.values(data).map(d => d.step[d.step.length - 1]);
+      const after = lasts.length ? Math.min(...lasts) : -1;
+      const doc = await getJSON(`/api/jobs/${job}/curves?max_points=2000&after_step=${after}`);
+      const before = container.dataset.points;
+      merge(doc);
+      const empty = container.querySelector("p.muted");
+      if (empty && Object.keys(data).length) empty.remove();
+      redraw();
+      if (container.dataset.points !== before) container.dataset.updates = (+container.dataset.updates || 0) + 1;
+      recovered("curves");
+    } catch (e) {
+      trouble("curves", e);
+      status = null;  // unknown: try again
+    }
+    if (status === null || container.dataset.liveStatuses.split(" ").includes(status)) setTimeout(tick, LIVE_MS);
   };
   setTimeout(tick, LIVE_MS);
 }
@@ -190,7 +252,8 @@ async function compareCharts(container) {
       charts.final.draw(arms.map(a => {
         const name = a.label || a.optimizer;
         const [lo, hi] = a.ci95 || [a.mean, a.mean];
-        return {type: "scatter", mode: "markers", name: name, x: [a.mean], y: [name],
+        return {type: "scatter", mode: "markers", name: plain(name), x: [a.mean],
+                y: [plain(name)],  // a category axis: its tick labels are the arms' labels
                 marker: {color: color(name), size: 9},
                 error_x: {type: "data", symmetric: false, array: [hi - a.mean],
                           arrayminus: [a.mean - lo], color: color(name), thickness: 2, width: 6}};
@@ -214,8 +277,9 @@ async function compareCharts(container) {
     }
     const searched = report.arms.filter(a => a.search && a.search.expected_best);
     if (searched.length) {
+      const most = Math.max(...searched.map(a => a.search.expected_best.length));
       charts.best ||= new Chart(container, "expected-best", "expected best validation metric of k trials",
-                                {xTitle: "trials k"});
+                                {xTitle: "trials k", layout: l => { if (most <= 12) l.xaxis.dtick = 1; }});
       charts.best.draw(searched.map(a => {
         const name = a.label || a.optimizer;
         const ys = a.search.expected_best;
@@ -228,8 +292,13 @@ async function compareCharts(container) {
     report = await getJSON(`/api/jobs/${job}/report`);
     for (const m of metrics) curves[m] = await getJSON(`/api/jobs/${job}/mean_curves?metric=${encodeURIComponent(m)}`);
     redraw();
-    if (report.partial) setTimeout(load, 2 * LIVE_MS);
+    if (report.partial) setTimeout(refresh, 2 * LIVE_MS);
   };
+  // the first load's error is the page's error box (start); a later one is a live trouble
+  const refresh = () => load().then(() => recovered("report"), e => {
+    trouble("report", e);
+    setTimeout(refresh, 2 * LIVE_MS);
+  });
   await load();
 }
 
@@ -266,34 +335,41 @@ function livePage() {
     if (!document.body.dataset.live || (pause && pause.checked)) { setTimeout(tick, every); return; }
     try {
       const r = await fetch(location.href, {cache: "no-store"});
-      if (r.ok) {
-        const fresh = new DOMParser().parseFromString(await r.text(), "text/html");
-        const checked = new Set([...document.querySelectorAll("input[name=job]:checked")].map(i => i.value));
-        for (const part of document.querySelectorAll("[data-swap][id]")) {
-          const next = fresh.getElementById(part.id);
-          if (next) part.replaceChildren(...next.childNodes);
-        }
-        for (const i of document.querySelectorAll("input[name=job]")) i.checked = checked.has(i.value);
-        const status = fresh.getElementById("job-status");
-        const mine = document.getElementById("job-status");
-        if (status && mine) { mine.textContent = status.textContent; mine.className = status.className; }
-        document.body.dataset.live = fresh.body.dataset.live;
+      if (!r.ok) throw new Error(`${location.pathname}: HTTP ${r.status}`);
+      const fresh = new DOMParser().parseFromString(await r.text(), "text/html");
+      const checked = new Set([...document.querySelectorAll("input[name=job]:checked")].map(i => i.value));
+      for (const part of document.querySelectorAll("[data-swap][id]")) {
+        const next = fresh.getElementById(part.id);
+        if (next) part.replaceChildren(...next.childNodes);
       }
-    } catch (e) { /* the server went away for a moment: try again next tick */ }
+      for (const i of document.querySelectorAll("input[name=job]")) i.checked = checked.has(i.value);
+      const status = fresh.getElementById("job-status");
+      const mine = document.getElementById("job-status");
+      if (status && mine) { mine.textContent = status.textContent; mine.className = status.className; }
+      document.body.dataset.live = fresh.body.dataset.live;
+      recovered("page");
+    } catch (e) {
+      trouble("page", e);  // the server went away for a moment: try again next tick
+    }
     setTimeout(tick, every);
   };
   setTimeout(tick, every);
 }
 
+// The page's charts are drawn once each; body[data-ready] is set when all have settled.
 function start() {
   livePage();
   const run = (id, fn) => {
     const c = document.getElementById(id);
-    if (c) fn(c).catch(e => { c.append(el("p", {class: "error-box"}, String(e))); });
+    if (!c) return Promise.resolve();
+    return fn(c).catch(e => {
+      console.error(`gradq: drawing #${id} failed:`, e);
+      c.append(el("p", {class: "error-box"}, String(e)));
+    });
   };
-  run("curves", jobCurves);
-  run("compare-charts", compareCharts);
-  run("overlay", overlay);
+  Promise.all([run("curves", jobCurves), run("compare-charts", compareCharts),
+               run("overlay-charts", overlay)])
+    .then(() => { document.body.dataset.ready = "1"; });
   const form = document.getElementById("overlay-form");
   if (form) form.addEventListener("submit", e => {
     if (!form.querySelector("input[name=job]:checked")) { e.preventDefault(); alertBox("Check one or more jobs to overlay."); }
