@@ -176,7 +176,11 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
         execute(todo[0], worker=f"{host}-local", observer=progress)
     progress.done()
     doc = queries.result(ids[0])
-    if doc["kind"] == "compare":
+    if doc["kind"] == "suite":  # its table, and its plots under GRADQ_HOME/reports
+        from .suite_output import print_suite
+
+        print_suite(ids[0], as_json, default_png=True)
+    elif doc["kind"] == "compare":
         _print_compare(ids[0], as_json)
     elif as_json:
         emit_json(doc)
@@ -268,7 +272,7 @@ def _gpu_ids(spec: str, required: bool = True) -> list[int]:
 # ---------------------------------------------------------------- read side
 @main.command("ls")
 @click.option("--status", type=click.Choice(STATUSES), default=None)
-@click.option("--kind", type=click.Choice(("train", "compare")), default=None)
+@click.option("--kind", type=click.Choice(("train", "compare", "suite")), default=None)
 @click.option("--parent", default=None, metavar="JOB", help="Only the children of JOB.")
 @click.option("--name", default=None, metavar="TEXT",
               help="Only jobs whose name contains TEXT (case-insensitive).")
@@ -394,8 +398,15 @@ def _write_csv(docs: list[dict[str, Any]], path: Path) -> None:
 @json_option
 @handle_errors
 def report(job: str, png_path: Path | None, as_json: bool) -> None:
-    """A comparison's statistics: which optimizer is better, with 95% intervals."""
-    _print_compare(queries.resolve_id(job), as_json, png_path)
+    """A comparison's statistics: which optimizer is better, with 95% intervals (a suite:
+    time to target, performance profiles and win probability)."""
+    job_id = queries.resolve_id(job)
+    if queries.result(job_id)["kind"] == "suite":
+        from .suite_output import print_suite
+
+        print_suite(job_id, as_json, png_path)
+        return
+    _print_compare(job_id, as_json, png_path)
 
 
 @main.command()

@@ -27,6 +27,7 @@ import yaml
 from gradq.nn.datasets import BUILTIN
 from gradq.nn.optimizers import FIRST_ORDER_DEFAULTS
 from gradq.service.errors import UsageError
+from gradq.service.spec.suite import check_search_method
 
 __all__ = [
     "ACTIVATIONS",
@@ -845,13 +846,14 @@ _PROBABILITY = _FRACTION
 _ACTIVATION = Choice(ACTIVATIONS)
 
 _SEARCH = Section({
-    "method": (Choice(("random", "qmc")), "random"),
+    "method": (Choice(("random", "qmc", "tpe")), "random"),
     "trials": (Int(1, MAX_GRID_POINTS), 16),
+    "wave": (Nullable(Int(1)), None),  # tpe: trials proposed at once (default 4)
     "pruner": (Nullable(Section({
         "successive_halving": (Section({"eta": (Int(2), 3), "min_epochs": (Int(1), 1)},
                                        hint="{eta, min_epochs}"), REQUIRED),
     }, hint="{successive_halving: {eta, min_epochs}}")), None),
-}, hint="{method, trials, pruner}")
+}, hint="{method, trials, wave, pruner}")
 
 _COMPARE = Section({
     "optimizers": (Nullable(_Arms()), DEFAULT_ARMS),
@@ -865,7 +867,7 @@ _COMPARE = Section({
 
 _SCHEMA = Section({
     "name": (Nullable(Str()), None),
-    "kind": (Choice(("train", "compare")), "train"),
+    "kind": (Choice(("train", "compare", "suite")), "train"),
     "seed": (Int(0, 2**32 - 1), 0),  # any seed NumPy's legacy RandomState takes too
     "dtype": (Choice(("float32", "float64")), "float32"),
     "device": (Choice(("auto", "cuda", "cpu")), "auto"),
@@ -1237,6 +1239,10 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     """
     if not isinstance(raw, Mapping):
         raise SpecError("", f"a job spec must be a mapping of keys, got {_what(raw)}")
+    if raw.get("kind") == "suite":  # SPEC §12: one comparison per workload (spec/suite.py)
+        from gradq.service.spec.suite import validate_suite
+
+        return validate_suite(raw, validate, base_dir, extra_datasets=extra_datasets)
     # A section written as a bare `model:` with everything under it commented out loads as
     # null: read it as "all defaults".
     raw = {k: {} if v is None and k in _SECTIONS else v for k, v in raw.items()}
@@ -1255,6 +1261,7 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     _accuracy_needs_classes(spec)
     _parts_exist(spec)
     _target(spec)
+    check_search_method(spec)
     _batch_norm_batch(spec)
     _bagging(spec)
     return spec

@@ -38,6 +38,8 @@ from gradq.service.store.models import (
 from gradq.service.store.newjob import NewJob
 from sqlalchemy.orm import Session
 
+PARENT_KINDS = ("compare", "suite")  # jobs no worker runs: their children do (suite: SPEC §12)
+
 
 class LeaseLost(RuntimeError):
     """This worker no longer holds the job: its writes are refused."""
@@ -128,16 +130,20 @@ def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, 
     """(id, queue, priority) of the given jobs that a worker should run (no parents)."""
     with session_scope(url) as s:
         rows = s.execute(sa.select(Job.id, Job.queue, Job.priority)
-                         .where(Job.id.in_(list(job_ids)), Job.kind != "compare")).all()
+                         .where(Job.id.in_(list(job_ids)), Job.kind.not_in(PARENT_KINDS))).all()
     return [(r.id, r.queue, r.priority) for r in rows]
 
 
 def queued_children(parent_id: str, url: str | None = None) -> list[str]:
-    """Children of a comparison still waiting to run (``gradq run`` works through them)."""
+    """Runs of a comparison (or of a suite's comparisons) still waiting to run (``gradq
+    run`` works through them), oldest first."""
     with session_scope(url) as s:
-        return list(s.execute(sa.select(Job.id).where(Job.parent_id == parent_id,
-                                                      Job.status == JobStatus.QUEUED)
-                              .order_by(Job.created_at, Job.id)).scalars())
+        under = sa.select(Job.id).where(Job.parent_id == parent_id,
+                                        Job.kind.in_(PARENT_KINDS)).scalar_subquery()
+        return list(s.execute(sa.select(Job.id).where(
+            sa.or_(Job.parent_id == parent_id, Job.parent_id.in_(under)),
+            Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS))
+            .order_by(Job.created_at, Job.id)).scalars())
 
 
 def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:
@@ -170,7 +176,9 @@ def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
         if won is None:
             return None
         if won.parent_id:
-            s.execute(sa.update(Job).where(Job.id == won.parent_id,
+            # the comparison, and the suite above it (if any), start with their first run
+            above = sa.select(Job.parent_id).where(Job.id == won.parent_id).scalar_subquery()
+            s.execute(sa.update(Job).where(sa.or_(Job.id == won.parent_id, Job.id == above),
                                            Job.status == JobStatus.QUEUED)
                       .values(status=JobStatus.RUNNING, started_at=now)
                       .execution_options(synchronize_session=False))
@@ -541,7 +549,28 @@ def _settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
               .execution_options(synchronize_session=False))
     if status is JobStatus.SUCCEEDED:  # a cancelled or failed search may be retried
         checkpoint_policy.drop_after_settling(s, parent_id)
+    if parent.parent_id is not None:  # a suite's comparison: the suite may end with it
+        _settle_suite(s, parent.parent_id)
     return []
+
+
+def _settle_suite(s: Session, suite_id: str) -> None:
+    """Finish a suite when its last comparison has finished (SPEC §12): succeeded if any
+    workload's comparison succeeded, failed if none did, cancelled if it was cancelled."""
+    from gradq.service.experiments.suite import settle_status
+
+    suite = _lock_parent(s, suite_id)
+    if JobStatus(suite.status) in FINISHED:
+        return
+    counts = dict(s.execute(sa.select(Job.status, sa.func.count())
+                            .where(Job.parent_id == suite_id).group_by(Job.status)).all())
+    counts = {JobStatus(k).value: v for k, v in counts.items()}
+    if any(JobStatus(k) not in FINISHED for k in counts):
+        return
+    status, error = settle_status(counts, bool(suite.cancel_requested))
+    s.execute(sa.update(Job).where(Job.id == suite_id)
+              .values(status=JobStatus(status), finished_at=utcnow(), error=error)
+              .execution_options(synchronize_session=False))
 
 
 def _advance(s: Session, parent: Job) -> list[str]:
@@ -601,6 +630,11 @@ def cancel(job_id: str, url: str | None = None) -> list[str]:
         if JobStatus(job.status) in FINISHED:
             raise InvalidTransition(f"job {job_id} is already {JobStatus(job.status).value}")
         ids = [job_id, *s.execute(sa.select(Job.id).where(Job.parent_id == job_id)).scalars()]
+        comparisons = [job_id] if job.kind == "compare" else []
+        if job.kind == "suite":  # its comparisons and their runs
+            comparisons = ids[1:]
+            ids += list(s.execute(sa.select(Job.id).where(Job.parent_id.in_(comparisons)))
+                        .scalars())
         now = utcnow()
         s.execute(sa.update(Job).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
                   .values(status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True,
@@ -611,54 +645,79 @@ def cancel(job_id: str, url: str | None = None) -> list[str]:
         s.flush()
         if job.parent_id:
             _settle(s, job.parent_id)
-        if job.kind == "compare" and len(ids) > 1:  # ids[1:] are its children
-            _settle(s, job_id)
+        for cid in comparisons:
+            _settle(s, cid)  # a suite's comparisons settle the suite with the last
+        if job.kind == "suite":
+            _settle_suite(s, job_id)
         return ids
 
 
 def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
     """Queue a failed, diverged or cancelled job again (a comparison: its unfinished
-    children). Returns (id, queue, priority) to publish."""
-    again = (JobStatus.FAILED, JobStatus.DIVERGED, JobStatus.CANCELLED)
+    children; a suite: its unfinished comparisons'). Returns (id, queue, priority) to
+    publish."""
     with session_scope(url) as s:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(job_id)
-        if JobStatus(job.status) not in again:
+        if JobStatus(job.status) not in _AGAIN:
             raise InvalidTransition(
                 f"job {job_id} is {JobStatus(job.status).value}; only failed, diverged or "
                 "cancelled jobs can be retried")
-        if job.kind == "compare":
-            # a search trial whose part is over (pruned, or its arm decided) stays as it is
-            from gradq.service.experiments.compare import settled_trial
-
-            progress = json.loads(job.progress or "{}")
-            todo = [(r.id, r.queue, r.priority) for r in s.execute(
-                sa.select(Job.id, Job.queue, Job.priority, Job.spec)
-                .where(Job.parent_id == job_id, Job.status.in_(again)))
-                if not settled_trial(json.loads(r.spec), progress)]
-        else:
-            todo = [(job.id, job.queue, job.priority)]
-        ids = [t[0] for t in todo]
-        reset = {"status": JobStatus.QUEUED, "attempts": 0, "error": None, "traceback": None,
-                 "cancel_requested": False, "finished_at": None, "worker": None,
-                 "enqueued_at": utcnow()}
-        s.execute(sa.update(Job).where(Job.id.in_(ids)).values(**reset)
+        if job.kind != "suite":
+            return _retry(s, job)
+        todo: list[tuple[str, str, int]] = []
+        for child in s.execute(sa.select(Job).where(Job.parent_id == job_id,
+                                                    Job.status.in_(_AGAIN))
+                               .order_by(Job.created_at, Job.id)).scalars():
+            todo += _retry(s, child)
+        s.execute(sa.update(Job).where(Job.id == job_id)
+                  .values(status=JobStatus.RUNNING, finished_at=None, error=None,
+                          cancel_requested=False)
                   .execution_options(synchronize_session=False))
-        if job.kind == "compare" or job.parent_id:
-            pid = job_id if job.kind == "compare" else job.parent_id
-            s.execute(sa.update(Job).where(Job.id == pid)
-                      .values(status=JobStatus.RUNNING, finished_at=None, error=None,
-                              cancel_requested=False)
-                      .execution_options(synchronize_session=False))
-            s.flush()
-            # a rung (or grid) whose last run ended while the comparison was cancelled is
-            # decided now; with nothing left to run, the comparison ends again at once
-            more = _settle(s, pid)
-            if more:
-                todo += [(r.id, r.queue, r.priority) for r in s.execute(
-                    sa.select(Job.id, Job.queue, Job.priority).where(Job.id.in_(more)))]
+        s.flush()
+        _settle_suite(s, job_id)  # nothing left to run: it ends again at once
         return todo
+
+
+_AGAIN = (JobStatus.FAILED, JobStatus.DIVERGED, JobStatus.CANCELLED)
+
+
+def _retry(s: Session, job: Job) -> list[tuple[str, str, int]]:
+    """``retry`` of one train job or comparison inside ``s``."""
+    job_id = job.id
+    if job.kind == "compare":
+        # a search trial whose part is over (pruned, or its arm decided) stays as it is
+        from gradq.service.experiments.compare import settled_trial
+
+        progress = json.loads(job.progress or "{}")
+        todo = [(r.id, r.queue, r.priority) for r in s.execute(
+            sa.select(Job.id, Job.queue, Job.priority, Job.spec)
+            .where(Job.parent_id == job_id, Job.status.in_(_AGAIN)))
+            if not settled_trial(json.loads(r.spec), progress)]
+    else:
+        todo = [(job.id, job.queue, job.priority)]
+    ids = [t[0] for t in todo]
+    reset = {"status": JobStatus.QUEUED, "attempts": 0, "error": None, "traceback": None,
+             "cancel_requested": False, "finished_at": None, "worker": None,
+             "enqueued_at": utcnow()}
+    s.execute(sa.update(Job).where(Job.id.in_(ids)).values(**reset)
+              .execution_options(synchronize_session=False))
+    if job.kind == "compare" or job.parent_id:
+        pid = job_id if job.kind == "compare" else job.parent_id
+        above = sa.select(Job.parent_id).where(Job.id == pid).scalar_subquery()
+        s.execute(sa.update(Job).where(sa.or_(Job.id == pid, Job.id == above))  # (a suite)
+                  .values(status=JobStatus.RUNNING, finished_at=None, error=None,
+                          cancel_requested=False)
+                  .execution_options(synchronize_session=False))
+        s.flush()
+        # a rung (or grid) whose last run ended while the comparison was cancelled is
+        # decided now; with nothing left to run, the comparison ends again at once
+        more = _settle(s, pid)
+        if more:
+            todo += [(r.id, r.queue, r.priority) for r in s.execute(
+                sa.select(Job.id, Job.queue, Job.priority).where(Job.id.in_(more)))]
+    return todo
 
 
 # ------------------------------------------------------------------ sweeper
@@ -687,7 +746,8 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
         # rows locked by a writer in mid-transaction are skipped (the next sweep sees them)
         lapsed = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.attempts,
                                      Job.max_attempts, Job.worker)
-                           .where(Job.status == JobStatus.RUNNING, Job.kind != "compare",
+                           .where(Job.status == JobStatus.RUNNING,
+                                  Job.kind.not_in(PARENT_KINDS),
                                   Job.heartbeat_at < stale)
                            .with_for_update(skip_locked=True, key_share=True)).all()
         for r in lapsed:
@@ -711,7 +771,7 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
             elif res.rowcount:
                 out.append((r.id, r.queue, r.priority))
         lost = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.enqueued_at).where(
-            Job.status == JobStatus.QUEUED, Job.kind != "compare",
+            Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS),
             Job.cancel_requested.is_(False),
             sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))
             .with_for_update(skip_locked=True, key_share=True)).all()
