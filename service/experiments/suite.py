@@ -111,6 +111,11 @@ def prepare(spec: dict[str, Any]) -> NewJob:
             except SpecError as e:
                 raise remap(e, i, name, suite_name, ref) from None
         task = w["spec"]["data"]["task"] if w["spec"]["data"]["task"] != "auto" else ds.task
+        for j, arm in enumerate(w["spec"]["compare"]["optimizers"] or ()):
+            if arm["name"] == "closed_form" and task != "regression":
+                raise SpecError(f"suite.optimizers[{j}]",
+                                f"on workload {name}: closed_form solves least squares: it "
+                                f"needs a regression task, and {dataset} is {task}")
         n_train[name] = split_sizes(w["spec"], ds, task)[0]
         io[name] = _io(w["spec"], ds)
     return expand(spec, io, n_train)

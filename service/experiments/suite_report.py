@@ -117,8 +117,10 @@ def profiles(r: dict[str, dict[str, float]], r_max: float
 
 
 def _best_of_k(scores: Sequence[float], k: int) -> dict[float, float]:
-    """{level: probability} of the best (highest) of k drawn without replacement."""
+    """{level: probability} of the best (highest) of k drawn without replacement (of all
+    of them where k exceeds their number: an arm with one fixed setting needs no budget)."""
     x = sorted(scores)
+    k = min(k, len(x))
     total = math.comb(len(x), k)
     out: dict[float, float] = defaultdict(float)
     for i, v in enumerate(x, start=1):
@@ -276,8 +278,8 @@ def _report(suite_id: str, status: str, spec: dict[str, Any], comps: list[tuple]
         for label in order:
             seeds = []
             for r in sorted((r for r in mine if r["arm"] == label), key=lambda r: r["seed"]):
-                if r["status"] in ("queued", "running"):
-                    continue
+                if r["status"] in ("queued", "running", "cancelled"):
+                    continue  # not a measurement (failed and diverged runs are: never)
                 hit = None
                 if target is not None and r["status"] == "succeeded":
                     hit = reached(curves.get((r["id"], metric), []), target, low)
@@ -302,7 +304,7 @@ def _report(suite_id: str, status: str, spec: dict[str, Any], comps: list[tuple]
             pending.append(name)
         elif target is not None:
             times[name] = medians
-        wins.append(_trials(cspec, cprogress, order, finals, metric))
+        wins.append(_trials(cprogress, order, mine, metric))
         workloads.append(doc)
     r = {name: ratios(t) for name, t in times.items()}
     for doc in workloads:
@@ -326,16 +328,23 @@ def _report(suite_id: str, status: str, spec: dict[str, Any], comps: list[tuple]
     return out
 
 
-def _trials(cspec: dict[str, Any], progress: dict[str, Any], order: list[str],
-            finals: dict[str, list[float]], metric: str) -> tuple[dict[str, list], bool]:
-    """Per arm, the values its search's trials reached (tuning metric), and whether lower
-    is better; without a search, the arm's mean final metric as its one trial."""
+def _trials(progress: dict[str, Any], order: list[str], runs: list[dict[str, Any]],
+            metric: str) -> tuple[dict[str, list], bool]:
+    """Per arm, the values its search's trials reached on the tuning metric (the
+    validation counterpart of ``metric``), and whether lower is better. An arm without a
+    search has one setting: its mean over the evaluation seeds is its one trial."""
+    from gradq.service.experiments.compare import tuning_metric
+
     search = progress.get("search") or {}
-    if search and all(a in search for a in order):
-        low = lower_is_better(search[order[0]]["metric"])
-        return {a: list(search[a]["values"]) for a in order}, low
-    return ({a: [float(np.mean(finals[a]))] if finals.get(a) else [None] for a in order},
-            lower_is_better(metric))
+    tune = tuning_metric(metric)
+    finals = _final_values(runs, tune)
+    out = {}
+    for a in order:
+        if a in search:
+            out[a] = list(search[a]["values"])
+        else:
+            out[a] = [float(np.mean(finals[a]))] if finals.get(a) else [None]
+    return out, lower_is_better(tune)
 
 
 def _win_doc(wins: list[tuple[dict[str, list], bool]], arms: list[str]) -> dict[str, Any]:
@@ -343,7 +352,7 @@ def _win_doc(wins: list[tuple[dict[str, list], bool]], arms: list[str]) -> dict[
     wins = [(v, low) for v, low in wins if v]
     if not wins:
         return {"k": [], **{a: [] for a in arms}}
-    kmax = min(len(vs) for v, _ in wins for vs in v.values())
+    kmax = max(len(vs) for v, _ in wins for vs in v.values())
     ks = list(range(1, kmax + 1))
     out: dict[str, Any] = {"k": ks}
     for a in arms:

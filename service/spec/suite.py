@@ -210,6 +210,10 @@ def compare_spec(top: dict[str, Any], section: dict[str, Any], entry: dict[str, 
                            "search": copy.deepcopy(section["search"])}
     if optimizers is not None:
         cmp["optimizers"] = copy.deepcopy(optimizers)
+    if reference and not any(isinstance(o, Mapping) and any(isinstance(v, Mapping)
+                                                            for v in o.values())
+                             for o in optimizers or ()):
+        cmp["search"] = None  # reference optimizers given as fixed settings: nothing to search
     role = "reference" if reference else "workload"
     raw.update(kind="compare", seed=seed, compare=cmp,
                name=f"{top.get('name') or 'suite'}/{entry['name']}"

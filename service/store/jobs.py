@@ -660,7 +660,12 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(job_id)
-        if JobStatus(job.status) not in _AGAIN:
+        again = JobStatus(job.status) in _AGAIN
+        if job.kind == "suite" and JobStatus(job.status) is JobStatus.SUCCEEDED:
+            # a suite succeeds with a workload failed (SPEC §12): that workload may be retried
+            again = s.execute(sa.select(Job.id).where(Job.parent_id == job_id,
+                                                      Job.status.in_(_AGAIN))).first() is not None
+        if not again:
             raise InvalidTransition(
                 f"job {job_id} is {JobStatus(job.status).value}; only failed, diverged or "
                 "cancelled jobs can be retried")
