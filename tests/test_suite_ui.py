@@ -84,8 +84,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             dispose_engines()
 
 
-def test_the_suite_page_links_workloads_and_draws_profiles(  # noqa: F811 - fixtures
-        page: Any, world: World, shots: Path) -> None:
+def test_the_suite_page_links_workloads_and_draws_profiles(
+        page: Any, world: World, shots: Path) -> None:  # noqa: F811 - the fixtures above
     from selenium.webdriver.common.by import By
 
     rep = json.loads(urllib.request.urlopen(
