@@ -358,3 +358,21 @@ def test_bad_input_exits_2_with_one_line_and_stores_nothing(
     db = gradq_home / "gradq.db"
     assert not db.exists() or _db(gradq_home).execute(
         "SELECT count(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_book_mini_expands_into_six_workloads_each_checked_on_its_data() -> None:
+    from gradq.service import submit
+    from gradq.service.experiments.workloads import BOOK_MINI
+
+    prepared = submit.prepare(Path(__file__).parent.parent / "examples" / "suite-mini.yaml")
+    job = prepared.job
+    assert job.kind == "suite" and len(BOOK_MINI) >= 6
+    assert [c.spec["_workload"] for c in job.children] == [w["name"] for w in BOOK_MINI]
+    assert all(c.kind == "compare" and c.spec["_n_train"] > 0 for c in job.children)
+    stored = job.spec["suite"]["_workloads"]
+    assert all(w["target_set_by"] == "builtin" and w["target"] is not None for w in stored)
+    # lbfgs takes the full batch (its default) on every workload; the others minibatches
+    for c in job.children:
+        batches = {k.spec["optimizer"]["name"]: k.spec["training"]["batch_size"]
+                   for k in c.children}
+        assert batches["lbfgs"] == "full" and isinstance(batches["adam"], int)
