@@ -52,19 +52,19 @@ def make_jobs(n: int) -> list[str]:
     """``n`` queued jobs in the current GRADQ_HOME's database, made through the service:
     comparisons of 99 children (n // 100 − 1 of them) and single train jobs for the rest."""
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, newjob
 
     spec = validate({"data": {"dataset": "digits"}})
-    train = jobs.NewJob(spec=spec, kind="train", name="bench", seed=0,
+    train = newjob.NewJob(spec=spec, kind="train", name="bench", seed=0,
                         optimizer=spec["optimizer"], queue="auto")
     ids: list[str] = []
     parents = max(0, n // 100 - 1)
     for i in range(parents):
-        tree = jobs.NewJob(spec=spec, kind="compare", name=f"compare-{i}", seed=0,
+        tree = newjob.NewJob(spec=spec, kind="compare", name=f"compare-{i}", seed=0,
                            optimizer={}, queue="auto", children=[train] * 99)
-        ids += jobs.create_jobs(tree, dataset=None, priority=0, max_attempts=3)
+        ids += create.create_jobs(tree, dataset=None, priority=0, max_attempts=3)
     while len(ids) < n:
-        ids += jobs.create_jobs(train, dataset=None, priority=0, max_attempts=3)
+        ids += create.create_jobs(train, dataset=None, priority=0, max_attempts=3)
     return ids
 
 

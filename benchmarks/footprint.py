@@ -103,15 +103,15 @@ def facts(url: str) -> dict[str, Any]:
 def run_once(case: str, seed: int, quick: bool) -> None:
     """``gradq run`` in this process: validate, store, run every job (as the CLI does)."""
     from gradq.service import submit
-    from gradq.service.store import jobs
+    from gradq.service.store import create
     from gradq.workers.runner import execute
 
     c = CASES[case]
     sets = [*c["sets"], *(QUICK_SETS[case] if quick else []), f"seed={seed}"]
     ids = submit.create(submit.prepare(ROOT / c["spec"], sets))
-    for job_id, _, _ in jobs.runnable(ids):
+    for job_id, _, _ in create.runnable(ids):
         execute(job_id, worker="footprint")
-    while todo := jobs.queued_children(ids[0]):
+    while todo := create.queued_children(ids[0]):
         for job_id in todo:
             execute(job_id, worker="footprint")
 

@@ -1,6 +1,6 @@
 """Metric points per second written to PostgreSQL by the worker's own writer.
 
-The writer is ``service.jobs.log``: one fenced transaction per log interval that renews the
+The writer is ``service.store.writes.log``: one fenced transaction per log interval that renews the
 lease, inserts the interval's points (idempotent on job, name, step) and stores the
 progress document — what ``DbHooks.log`` calls while a job trains. It is timed at several
 interval sizes (points per call), each call its own transaction, with the reference in the
@@ -38,16 +38,16 @@ def main() -> None:
     _services.require("postgresql")
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, leases, writes
 
     sizes = (8, 1000) if args.quick else (8, 100, 1_000, 10_000, 50_000)
     calls = 3 if args.quick else 5
     total_target = 2_000 if args.quick else 200_000  # points per size and side
     with _services.postgres_database("gradq_ingest") as url:
         spec = validate({"data": {"dataset": "iris"}})
-        job_id = jobs.create_jobs(expand(spec), dataset=None, priority=0, max_attempts=3,
+        job_id = create.create_jobs(expand(spec), dataset=None, priority=0, max_attempts=3,
                                   url=url)[0]
-        lease = jobs.claim(job_id, "bench", url=url)
+        lease = leases.claim(job_id, "bench", url=url)
         assert lease is not None
         step = {"next": 0}
 
@@ -57,7 +57,7 @@ def main() -> None:
                 for _ in range(n_calls):
                     rows = rows_for(step["next"], points)
                     step["next"] += points // 8 + 1
-                    jobs.log(lease, rows, {"step": step["next"]}, url=url)
+                    writes.log(lease, rows, {"step": step["next"]}, url=url)
             run.points = max(1, total_target // points // calls) * points  # type: ignore
             return run
 

@@ -41,8 +41,10 @@ import numpy as np
 from gradq.nn.backend import get_array_module, synchronize
 from gradq.nn.datasets import load_builtin
 from gradq.nn.preprocess import Splits, prepare
+from gradq.service.settings import get_settings
 from gradq.service.spec import validate
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.interface import NullHooks
+from gradq.train.trainer import Trainer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -76,7 +78,8 @@ def gradq_epoch_s(data: Splits, epochs: int, device: str, evaluate: bool) -> flo
                      "checkpoint_every": epochs + 1},
     })
     xp = get_array_module(device)
-    trainer = Trainer(spec, data, xp, NullHooks())
+    # checkpoints as a job's: the runner passes the same setting
+    trainer = Trainer(spec, data, xp, NullHooks(), get_settings().checkpoint_interval_s)
     synchronize(xp)
     t0 = time.perf_counter()
     out = trainer.run()

@@ -54,12 +54,14 @@ def children(sizes: tuple[int, ...], seeds: int) -> list[dict[str, Any]]:
 def gradq_side(xp: Any, X: np.ndarray, y: np.ndarray, specs: list[dict[str, Any]]
                ) -> dict[str, Any]:
     from gradq.nn.preprocess import Splits
+    from gradq.service.settings import get_settings
+    from gradq.train.interface import NullHooks
     from gradq.train.replicas import ReplicaTrainer, max_replicas
-    from gradq.train.trainer import NullHooks
 
     empty = np.zeros((0, X.shape[1]), np.float32)
     split = Splits(X, y, empty, y[:0], empty, y[:0], "classification", SIZES[-1])
-    per_batch = max_replicas(specs[0], split, xp)
+    settings = get_settings()  # as the runner passes them to the engine
+    per_batch = max_replicas(specs[0], split, xp, settings.max_replicas)
     result: dict[str, Any] = {"replicas_per_batch": min(per_batch, len(specs))}
 
     def run() -> None:
@@ -67,7 +69,8 @@ def gradq_side(xp: Any, X: np.ndarray, y: np.ndarray, specs: list[dict[str, Any]
         for start in range(0, len(specs), per_batch):
             chunk = specs[start:start + per_batch]
             ends = ReplicaTrainer(chunk, [split] * len(chunk), xp,
-                                  [NullHooks() for _ in chunk]).run()
+                                  [NullHooks() for _ in chunk],
+                                  settings.checkpoint_interval_s).run()
             finals += [e.outcome.final["train_loss"] for e in ends]
         _common.sync(xp)
         result["final_train_loss"] = finals

@@ -31,9 +31,10 @@ def main() -> None:
     import sqlalchemy as sa
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs, queries
+    from gradq.service.status import JobStatus
+    from gradq.service.store import create, leases, queries, writes
     from gradq.service.store.db import get_engine, session_scope
-    from gradq.service.store.models import Job, JobStatus
+    from gradq.service.store.models import Job
     from gradq.ui.app import create_app
     from starlette.testclient import TestClient
 
@@ -42,15 +43,15 @@ def main() -> None:
     repeats = args.repeats or (2 if args.quick else 5)
 
     # a job that logged `points` steps of train_loss (a noisy decay with spikes)
-    [job_id] = jobs.create_jobs(expand(validate({"data": {"dataset": "iris"}})), dataset=None,
+    [job_id] = create.create_jobs(expand(validate({"data": {"dataset": "iris"}})), dataset=None,
                                 priority=0, max_attempts=3)
-    lease = jobs.claim(job_id, "bench")
+    lease = leases.claim(job_id, "bench")
     rng = np.random.default_rng(0)
     values = np.exp(-np.arange(points) / (points / 5)) + 0.01 * rng.standard_normal(points)
     t = time.perf_counter()
     chunk = 50_000
     for k in range(0, points, chunk):
-        jobs.log(lease, [("train_loss", s, s / 1000, s * 1e-3, float(values[s]))
+        writes.log(lease, [("train_loss", s, s / 1000, s * 1e-3, float(values[s]))
                          for s in range(k, min(points, k + chunk))], {"step": k + chunk})
     write_s = time.perf_counter() - t
     # and n_jobs finished jobs to page through

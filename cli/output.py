@@ -1,53 +1,46 @@
-"""Printing: one JSON document for scripts, aligned tables for people (after ``gh``)."""
+"""Printing: one JSON document for scripts, aligned text for people (after ``gh``).
+
+The text itself comes from ``gradq.service.present`` (shared with the dashboard); this
+module only writes it to the right stream.
+"""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
+from gradq.service import present
+from gradq.service.present import fmt
+
+__all__ = ["Progress", "echo_lines", "emit_json", "fmt", "pairs", "table"]
 
 
 def emit_json(doc: Any) -> None:
     """Exactly one JSON document on standard output."""
     import json
 
-    from gradq.service.store.jobs import json_safe  # imported here: `gradq --help` loads no service
+    from gradq.service.store.encoding import json_safe  # here: `gradq --help` loads no store
 
     click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
 
 
-def fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.4g}"
-        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:.1f}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={fmt(x)}" for k, x in v.items())
-    return str(v)
+def echo_lines(lines: Iterable[str], err: bool = False) -> None:
+    """Each line on standard output (or standard error)."""
+    for line in lines:
+        click.echo(line, err=err)
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
     """An aligned plain-text table."""
-    cells = [[fmt(c) for c in r] for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
-    for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    echo_lines(present.table_lines(rows, headers))
 
 
 def pairs(items: Sequence[tuple[str, Any]]) -> None:
     """A two-column key/value listing."""
-    width = max(len(k) for k, _ in items)
-    for k, v in items:
-        click.echo(f"{k.ljust(width)}  {fmt(v)}")
+    echo_lines(present.pairs_lines(items))
 
 
 class Progress:
@@ -59,14 +52,7 @@ class Progress:
         self.printed_at = 0.0
 
     def __call__(self, progress: dict[str, Any]) -> None:
-        parts = []
-        if "epoch" in progress:
-            parts.append(f"epoch {progress['epoch']}/{progress['epochs']}")
-            parts.append(f"step {progress['step']}/{progress.get('steps', '?')}")
-        for k in ("train_loss", "val_loss", "val_accuracy"):
-            if k in progress:
-                parts.append(f"{k} {fmt(progress[k])}")
-        line = "  ".join(parts)
+        line = present.progress_line(progress)
         now = time.monotonic()
         if not self.tty and now - self.printed_at < 2.0:
             return  # a log file gets a line every two seconds, not one per epoch

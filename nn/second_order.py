@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy
+from gradq.nn import registry
 from gradq.nn.backend import array_module
 from gradq.nn.linesearch import LineSearchResult, Objective, evaluate, strong_wolfe
 
@@ -35,14 +36,9 @@ Info = dict[str, Any]
 
 NAMES = ("newton", "cg_fr", "cg_pr", "bfgs", "lbfgs")
 
-_SEARCH = {"c1": 1e-4, "c2": 0.9, "max_evals": 25, "line_search": "strong_wolfe"}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "newton": {"damping": 1e-4, "max_params": 5000, **_SEARCH},
-    "cg_fr": {"restart": None, **_SEARCH, "c2": 0.1},
-    "cg_pr": {"restart": None, **_SEARCH, "c2": 0.1},
-    "bfgs": {**_SEARCH},
-    "lbfgs": {"history": 10, **_SEARCH},
-}
+DEFAULTS: Mapping[str, dict[str, Any]] = registry.DefaultsView("second_order", hidden=True)
+"""Each minimizer's hyperparameters and defaults: a live view of the registry (``entries.py``),
+with the line-search settings the spec does not offer (``max_evals``, ``line_search``)."""
 LINE_SEARCHES = ("strong_wolfe", "exact_quadratic")
 
 

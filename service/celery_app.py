@@ -1,4 +1,4 @@
-"""The Celery application and the one function that sends a job to the queue (SPEC §8).
+"""The Celery application and the one function that sends a job to the queue (docs/guarantees.md).
 
 JSON only (a pickle payload is refused before it is deserialized), late acknowledgement,
 prefetch of one, rejection on worker loss. The broker is not trusted for exactly-once

@@ -1,6 +1,6 @@
 """The service's own exceptions, in a module that imports nothing (the CLI loads it at once).
 
-The CLI maps them to its exit codes (SPEC §3): a :class:`UsageError` is the user's bad input
+The CLI maps them to its exit codes (docs/cli.md): a :class:`UsageError` is the user's bad input
 (exit 2, its one-line message), :class:`ServiceUnavailable` and :class:`SchemaError` a
 database or broker to start or migrate (exit 3). Anything else that escapes a command is a
 bug in gradq and is reported as an internal error with its traceback, never as bad usage.
@@ -36,7 +36,8 @@ class InvalidTransition(UsageError, RuntimeError):
 
 
 class SettingsError(UsageError, ValueError):
-    """An environment variable (SPEC §2) with a value gradq cannot use; names the variable."""
+    """An environment variable (docs/settings.md) with a value gradq cannot use; names the
+    variable."""
 
 
 class ServiceUnavailable(RuntimeError):

@@ -1,4 +1,5 @@
-"""Settings from the environment (SPEC §2), and the one function that hides URL passwords."""
+"""Settings from the environment (docs/settings.md), and the one function that hides URL
+passwords."""
 
 from __future__ import annotations
 

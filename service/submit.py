@@ -2,7 +2,7 @@
 
 The client reads and checks everything — the spec, the dataset file, the fit between the two
 — and only then stores the job and its dataset in one transaction. A comparison is expanded
-here into its child jobs (SPEC §4 ``compare``, §8).
+here into its child jobs (docs/spec.md ``compare``, docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 from gradq.nn.datasets import BUILTIN, Dataset, DatasetError, load_builtin
 from gradq.nn.preprocess import split_indices
-from gradq.service.celery_app import ping_broker, send_job
+from gradq.service.celery_app import ping_broker
 from gradq.service.experiments.compare import expand
+from gradq.service.publish import publish_jobs
 from gradq.service.settings import get_settings
 from gradq.service.spec import (
     FULL_BATCH_OPTIMIZERS,
@@ -28,8 +29,9 @@ from gradq.service.spec import (
     load_spec_file,
     validate,
 )
-from gradq.service.store import jobs
+from gradq.service.store import create as store
 from gradq.service.store.datasets import fetch_dataset_bytes, read_user_file, registered
+from gradq.service.store.newjob import NewJob
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Prepared:
     """A validated submission, ready to store."""
 
     spec: dict[str, Any]
-    job: jobs.NewJob
+    job: NewJob
     dataset: tuple[str, bytes, str] | None  # (hash, canonical bytes, source) of a file
     dataset_hash: str | None
     warnings: tuple[str, ...] = ()  # see ``warnings``: runs as asked, but not as intended
@@ -100,7 +102,8 @@ _FULL_BATCH_RULES = FULL_BATCH_OPTIMIZERS - {"closed_form"}
 
 
 def warnings(spec: dict[str, Any]) -> list[str]:
-    """What a validated spec asks for that will run, but not as the method intends (SPEC §5).
+    """What a validated spec asks for that will run, but not as the method intends
+    (docs/optimizers.md).
 
     A line-search or second-order method, or delta_bar_delta, on minibatches; and newton,
     whose full Hessian costs O(k²) memory and O(k³) time in the k parameters. A comparison's
@@ -204,7 +207,7 @@ def split_sizes(spec: dict[str, Any], ds: Dataset, task: str) -> tuple[int, int,
 
 def create(prepared: Prepared, *, priority: int = 0) -> list[str]:
     """Store the jobs (no message sent); returns [id] or [parent, children…]."""
-    return jobs.create_jobs(prepared.job, dataset=prepared.dataset, priority=priority,
+    return store.create_jobs(prepared.job, dataset=prepared.dataset, priority=priority,
                             max_attempts=get_settings().max_attempts,
                             dataset_hash=prepared.dataset_hash)
 
@@ -220,8 +223,5 @@ def submit(path: str | Path, sets: list[str] | tuple[str, ...] = (), *, priority
             warn(w)
     ping_broker()
     ids = create(prepared, priority=priority)
-    todo = jobs.runnable(ids)
-    for job_id, queue, prio in todo:
-        send_job(job_id, queue, prio)
-    jobs.mark_enqueued([t[0] for t in todo])
+    publish_jobs(ids)
     return ids

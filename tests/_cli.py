@@ -51,7 +51,7 @@ def make_spec(dataset: str, **sections: Any) -> dict[str, Any]:
 def run_all(parent: str) -> None:
     """Run every queued child of ``parent`` in this process until none is left (a grid's
     final runs are queued when its tuning runs are done)."""
-    from gradq.service.store.jobs import queued_children
+    from gradq.service.store.create import queued_children
     from gradq.workers.runner import execute
 
     while todo := queued_children(parent):

@@ -150,13 +150,13 @@ def submit_spec(path: Path, *, queue: str | None = None, sets: Sequence[str] = (
     first run of a job to one pool and every later run to another."""
     from gradq.service import submit
     from gradq.service.celery_app import send_job
-    from gradq.service.store import jobs
+    from gradq.service.store import create
 
     ids = submit.create(submit.prepare(path, list(sets)), priority=priority)
-    todo = jobs.runnable(ids)
+    todo = create.runnable(ids)
     for job_id, own_queue, prio in todo:
         send_job(job_id, queue or own_queue, prio)
-    jobs.mark_enqueued([t[0] for t in todo])
+    create.mark_enqueued([t[0] for t in todo])
     return ids
 
 

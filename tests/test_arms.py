@@ -18,7 +18,7 @@ from gradq.service import submit
 from gradq.service.store import queries
 from gradq.service.store.db import session_scope
 from gradq.service.store.models import Job
-from gradq.train.trainer import minibatch_order
+from gradq.train.engine import minibatch_order
 from gradq.workers.data import load_dataset, prepare_splits
 
 

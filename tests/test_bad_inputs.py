@@ -1,4 +1,4 @@
-"""Bad input is refused cleanly (SPEC §3, issue 6): a catalogue of what users get wrong.
+"""Bad input is refused cleanly (docs/cli.md, issue 6): a catalogue of what users get wrong.
 
 Every case runs one ``gradq`` command in this process (click's CliRunner) against a
 database that already holds a finished job, and must:

@@ -178,3 +178,9 @@ def test_suite_tpe_reports_the_expected_best_of_both_methods(tmp_path: Path) -> 
     for arms in doc["expected_best"].values():
         for curves in arms.values():
             assert len(curves["random"]) == len(curves["tpe"]) == 4
+
+
+def test_stack_of_one_reports_both_paths(tmp_path: Path) -> None:
+    doc = run_script("stack_of_one", tmp_path, "--device", "cpu")
+    assert set(doc["seconds_per_epoch"]) == {"trainer", "stack_of_one"}
+    assert doc["ratio_stack_of_one_over_trainer"] > 0 and doc["steps"] == 4

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gradq.service.store import jobs, queries
+from gradq.service.store import queries, sweeper, writes
 
 # iris with validation and test parts of 0.2: 90 training rows in batches of 16 → 6 steps
 # per epoch; a curve point after every step, a checkpoint after every epoch but the last
@@ -65,12 +65,12 @@ def kill_and_resume(tmp_path: Path, point: str, hit: int, ck_epoch: int) -> None
     victim = gradq_run(spec, GRADQ_FAILPOINTS=f"{point}:{hit}", GRADQ_LEASE_S="1")
     assert victim.returncode == -9, victim.stderr[-2000:]
     job = running_job()
-    checkpoint = jobs.latest_checkpoint(job)
+    checkpoint = writes.latest_checkpoint(job)
     # Then its newest checkpoint is the one the writer's ordering promises
     assert checkpoint is not None and checkpoint[0] == ck_epoch
     # When its lease lapses and a worker takes it up again
     time.sleep(1.2)
-    assert [j for j, _, _ in jobs.sweep(1.0)] == [job]
+    assert [j for j, _, _ in sweeper.sweep(1.0)] == [job]
     assert execute(job, worker="resumer") == "succeeded"
     # Then it resumed from that checkpoint and its curves are the uninterrupted run's
     doc = queries.result(job)

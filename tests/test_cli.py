@@ -1,5 +1,5 @@
 """Every ``gradq`` command through click's CliRunner: exit codes, the one-line errors and the
-``--json`` documents of SPEC §3 and §6.
+``--json`` documents of docs/cli.md, docs/results.md.
 
 Training is real but small. One module-scoped database holds a finished quickstart run (an
 MLP on digits) and a small comparison; the read-only commands are tested against it. Tests
@@ -546,6 +546,32 @@ def test_every_command_has_help() -> None:
         assert gradq(name, "--help").code == 0, name
         for sub in getattr(command, "commands", {}):
             assert gradq(name, sub, "--help").code == 0, (name, sub)
+
+
+def test_spec_schema_prints_the_json_schema_an_editor_checks_job_files_with() -> None:
+    import jsonschema
+    import yaml
+    from gradq.service.spec import json_schema
+
+    # When a user asks for the schema
+    out = gradq("spec", "--schema")
+    # Then it is the service's schema, as one JSON document on stdout, nothing else
+    assert out.code == 0 and out.stderr == ""
+    assert out.stdout == json.dumps(json_schema(), indent=2) + "\n"
+    schema = json.loads(out.stdout)
+    assert {"data", "model", "optimizer", "training"} <= set(schema["properties"])
+    # and an editor's checker accepts every example job file and flags a wrong value
+    checker = jsonschema.validators.validator_for(schema)(schema)
+    for example in sorted((Path(__file__).parent.parent / "examples").glob("*.yaml")):
+        doc = yaml.safe_load(example.read_text())
+        if doc.get("kind") == "suite":  # the schema covers train and compare specs only
+            continue
+        errors = [e.message for e in checker.iter_errors(doc)]
+        assert errors == [], (example.name, errors)
+    assert not checker.is_valid({"training": {"epochs": "many"}})
+    # and without --schema it says what is missing (exit 2)
+    bare = gradq("spec")
+    assert bare.code == 2 and "--schema" in bare.stderr
 
 
 def test_worker_refuses_a_bad_gpu_list() -> None:

@@ -53,12 +53,12 @@ def stored_job() -> str:
     """A database with its schema (migrated here, not by the command under test) and a
     queued job in it; returns the job's id."""
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, newjob
 
     spec = validate({"data": {"dataset": "iris"}})
-    job = jobs.NewJob(spec=spec, kind="train", name="probe", seed=0,
+    job = newjob.NewJob(spec=spec, kind="train", name="probe", seed=0,
                       optimizer=spec["optimizer"], queue="auto")
-    return jobs.create_jobs(job, dataset=None, priority=0, max_attempts=3)[0]
+    return create.create_jobs(job, dataset=None, priority=0, max_attempts=3)[0]
 
 
 def test_help_imports_no_heavy_module_and_no_database_layer(tmp_path: Path) -> None:
@@ -140,14 +140,14 @@ def test_gradq_run_makes_the_dataset_once_for_client_and_runner(tmp_path: Path,
 # ----------------------------------------------------------------- status JOB JOB...
 def _two_jobs() -> list[str]:
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, newjob
 
     spec = validate({"data": {"dataset": "iris"}})
     ids = []
     for name in ("first", "second"):
-        job = jobs.NewJob(spec=spec, kind="train", name=name, seed=0,
+        job = newjob.NewJob(spec=spec, kind="train", name=name, seed=0,
                           optimizer=spec["optimizer"], queue="auto")
-        ids += jobs.create_jobs(job, dataset=None, priority=0, max_attempts=3)
+        ids += create.create_jobs(job, dataset=None, priority=0, max_attempts=3)
     return ids
 
 

@@ -1,4 +1,4 @@
-"""Comparisons (SPEC §4 ``compare``): the fan-out into children, the paired design, a grid
+"""Comparisons (docs/spec.md ``compare``): the fan-out into children, the paired design, a grid
 tuned on the validation metric, k-fold cross-validation, full-batch arms, and the CLI's
 status, curves and plots of a comparison. Runs in this process (``gradq run``), no broker.
 """
@@ -405,3 +405,21 @@ def test_a_full_batch_grid_keeps_the_full_batch_in_its_final_runs(tmp_path: Path
                      for _, c, _ in kids)
     assert phases == Counter({("lbfgs", "tune", "full"): 2, ("lbfgs", "final", "full"): 2,
                               ("sgd", None, 128): 2})
+
+
+@pytest.mark.parametrize(("counts", "cancel", "end"), [
+    ({"succeeded": 2, "running": 1}, False, None),  # a child still runs: not over yet
+    ({"succeeded": 3}, False, ("succeeded", None)),
+    ({"succeeded": 1, "diverged": 2}, False, ("succeeded", "children not succeeded: 2 diverged")),
+    ({"failed": 1, "diverged": 1}, False,
+     ("failed", "children not succeeded: 1 diverged, 1 failed")),
+    ({"succeeded": 1, "cancelled": 2}, True,
+     ("cancelled", "children not succeeded: 2 cancelled")),
+    ({"queued": 1, "cancelled": 1}, True, None),
+])
+def test_how_a_comparison_ends_from_its_children(counts, cancel, end) -> None:
+    from gradq.service.experiments.settling import conclusion
+    from gradq.service.status import JobStatus
+
+    got = conclusion({JobStatus(k): v for k, v in counts.items()}, cancel)
+    assert (None if got is None else (got[0].value, got[1])) == end

@@ -5,7 +5,8 @@ Each case writes a spec, runs ``gradq run SPEC --json`` and reads ``gradq curves
 of gradq's split and standardization (``nn.preprocess.prepare``), a zero-initialised linear
 model with a logistic, softmax or linear output in float64, full batch, and the same
 optimizer. ``train_loss`` at every step (step 0 is the loss before the first update) must
-equal torch's to 1e-7 relative (SPEC §5, §6). The L2/L1 penalty, over weights only, is added
+equal torch's to 1e-7 relative (docs/optimizers.md, docs/results.md). The L2/L1 penalty, over
+weights only, is added
 to torch's loss explicitly (``weight_decay`` would also decay the bias); ``train_loss`` is
 the data loss without it.
 """
@@ -69,7 +70,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
 
 
 def test_cases_cover_every_torch_optimizer() -> None:
-    """Every first-order optimizer of SPEC §5 that torch.optim has is under test."""
+    """Every first-order optimizer of docs/optimizers.md that torch.optim has is under test."""
     from gradq.nn.optimizers import FIRST_ORDER_DEFAULTS
 
     not_in_torch = {"rmsprop_nesterov", "delta_bar_delta"}  # tested in test_optimizers.py

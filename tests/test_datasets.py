@@ -215,6 +215,41 @@ def test_an_unwritable_cache_still_loads(tmp_path, made):
     assert ds.X.shape == (150, 4) and made == ["iris"]
 
 
+def _stored(monkeypatch, tmp_path):
+    """A worker whose cache is ``tmp_path/cache``, with iris stored in the database."""
+    from gradq.workers import data as worker_data
+
+    blob = dataset_bytes(load_builtin("iris"))
+    monkeypatch.setenv("GRADQ_HOME", str(tmp_path))
+    monkeypatch.setattr(worker_data, "fetch_dataset_bytes", lambda digest: blob)
+    spec = {"data": {"task": "auto", "dataset": "iris.npz"}}
+    return worker_data, spec, blob, content_hash(blob)
+
+
+def test_a_stored_dataset_is_cached_whole_with_no_temporary_file_left(tmp_path, monkeypatch):
+    worker_data, spec, blob, digest = _stored(monkeypatch, tmp_path)
+    ds = worker_data.load_dataset(spec, digest)
+    assert ds.X.shape == (150, 4)
+    cache = worker_data.get_settings().cache_dir
+    assert sorted(p.name for p in cache.iterdir()) == [f"{digest}.npz"]
+    assert (cache / f"{digest}.npz").read_bytes() == blob
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    # Given a cache whose final rename fails (a full disk, a read-only directory)
+    worker_data, spec, _, digest = _stored(monkeypatch, tmp_path)
+
+    def refuse(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    # When a worker loads the stored dataset
+    with pytest.raises(OSError, match="No space left"):
+        worker_data.load_dataset(spec, digest)
+    # Then neither the entry nor a temporary file is left in the cache
+    assert list(worker_data.get_settings().cache_dir.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- labels
 
 

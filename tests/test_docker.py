@@ -293,7 +293,7 @@ def test_the_copied_files_build_the_package(tmp_path: Path) -> None:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names
                             if n.endswith(".dist-info/entry_points.txt"))
-    for module in ("gradq/__init__.py", "gradq/cli/main.py", "gradq/service/store/jobs.py",
+    for module in ("gradq/__init__.py", "gradq/cli/main.py", "gradq/service/store/leases.py",
                    "gradq/workers/tasks.py", "gradq/train/loop.py", "gradq/nn/backend.py",
                    "gradq/migrations/env.py", "gradq/migrations/alembic.ini",
                    "gradq/migrations/script.py.mako",
@@ -342,7 +342,7 @@ def test_dockerignore_leaves_out_git_and_caches() -> None:
                  "nn/backend.pyc", ".venv/bin/python"):
         assert _ignored(path, patterns), path
     # and keeps what the Dockerfile copies
-    for path in ("pyproject.toml", "README.md", "service/store/jobs.py", "migrations/alembic.ini",
+    for path in ("pyproject.toml", "README.md", "service/store/leases.py", "migrations/alembic.ini",
                  "migrations/versions/0001_initial.py", "nn/backend.py",
                  "examples/quickstart.yaml"):
         assert not _ignored(path, patterns), path

@@ -1,5 +1,6 @@
 """End to end on the real services: PostgreSQL migrated by ``gradq db upgrade``, Redis, and
-two real ``gradq worker --cpu`` processes running submitted jobs (issue 2, SPEC §3, §7, §8).
+two real ``gradq worker --cpu`` processes running submitted jobs (issue 2, docs/cli.md,
+docs/guarantees.md).
 
 The workers are separate processes started the way a user starts them; the test submits
 through the CLI and reads the results back from PostgreSQL.

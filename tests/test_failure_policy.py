@@ -1,4 +1,5 @@
-"""The failure policy in one place (workers/failures.py): what fails at once, what retries."""
+"""The failure policy in one place: ``service.failure_policy.decide`` decides retry, fail or
+hand over; ``workers.failures`` classifies errors and describes them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from gradq.cli.main import main
-from gradq.service.store import jobs
-from gradq.service.store.db import ServiceUnavailable
+from gradq.service.failure_policy import Action, Decision, Failure, decide
+from gradq.service.store import leases
+from gradq.service.store.db import SchemaError, ServiceUnavailable
 from gradq.train import methods
 from gradq.workers import failures
 
@@ -75,7 +77,7 @@ def test_a_transient_error_is_retried(tmp_path: Path,
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(methods.Trainer, "run", blip_once)
-    monkeypatch.setattr("gradq.cli.main.time.sleep", lambda s: None)
+    monkeypatch.setattr("gradq.workers.local.time.sleep", lambda s: None)
     res = CliRunner().invoke(main, ["run", str(_spec(tmp_path)), "--json"])
     # Then the job went back to the queue and ran again: two attempts, one result
     doc = json.loads(res.stdout)
@@ -114,9 +116,9 @@ def test_with_retries_backs_off_then_succeeds(monkeypatch: pytest.MonkeyPatch) -
 
 def test_with_retries_never_retries_a_lost_lease_or_a_bug() -> None:
     def lost() -> None:
-        raise jobs.LeaseLost("gone")
+        raise leases.LeaseLost("gone")
 
-    with pytest.raises(jobs.LeaseLost):
+    with pytest.raises(leases.LeaseLost):
         failures.with_retries(lost, deadline_s=60, what="x")
 
     def bug() -> None:
@@ -130,3 +132,63 @@ def test_describe_says_what_to_do() -> None:
     assert "lower training.batch_size" in failures.describe(MemoryError("x"))
     assert failures.describe(ValueError("model.output: softmax needs …")).startswith("model")
     assert failures.describe(RuntimeError("boom")) == "RuntimeError: boom"
+
+
+# What the policy decides, for every kind of failure, with attempts left and used up:
+# (failure, attempts, max_attempts) → (action, stored error)
+DECISIONS = [
+    (Failure.PERMANENT, 1, 3, Action.FAIL, "boom"),
+    (Failure.PERMANENT, 3, 3, Action.FAIL, "boom"),
+    (Failure.TRANSIENT, 1, 3, Action.RETRY, "boom"),
+    (Failure.TRANSIENT, 2, 3, Action.RETRY, "boom"),
+    (Failure.TRANSIENT, 3, 3, Action.FAIL, "boom (gave up after 3 attempts)"),
+    (Failure.LAPSED, 1, 2, Action.RETRY, "boom"),
+    (Failure.LAPSED, 2, 2, Action.FAIL, "worker lost 2 times; gave up after 2 attempts"),
+    (Failure.LEASE_LOST, 1, 3, Action.ABANDON, None),
+    (Failure.LEASE_LOST, 3, 3, Action.ABANDON, None),
+]
+
+
+@pytest.mark.parametrize(("failure", "attempts", "max_attempts", "action", "error"), DECISIONS)
+def test_decide(failure: Failure, attempts: int, max_attempts: int, action: Action,
+                error: str | None) -> None:
+    assert decide(failure, "boom", attempts, max_attempts) == Decision(action, error)
+
+
+def test_the_decision_table_covers_every_failure() -> None:
+    assert {row[0] for row in DECISIONS} == set(Failure)
+
+
+@pytest.mark.parametrize(("exc", "failure"), [
+    (leases.LeaseLost("gone"), Failure.LEASE_LOST),
+    (ServiceUnavailable("database down"), Failure.TRANSIENT),
+    (ConnectionError("reset by peer"), Failure.TRANSIENT),
+    (TimeoutError(), Failure.TRANSIENT),
+    (MemoryError(), Failure.PERMANENT),  # the same batch would not fit again
+    (ValueError("data.task: iris is a classification dataset"), Failure.PERMANENT),
+    (SchemaError("run gradq db upgrade"), Failure.PERMANENT),
+    (KeyError("a bug"), Failure.PERMANENT),
+])
+def test_classify(exc: BaseException, failure: Failure) -> None:
+    assert failures.classify(exc) is failure
+
+
+def test_a_job_whose_worker_lapsed_too_often_fails_by_the_same_policy(
+        tmp_path: Path) -> None:
+    # Given a job whose only attempt's worker stopped renewing its lease
+    from gradq.service import submit
+    from gradq.service.store import sweeper
+    from gradq.service.store.db import session_scope
+    from gradq.service.store.models import Job
+
+    [job_id] = submit.create(submit.prepare(_spec(tmp_path)))
+    with session_scope() as s:
+        s.get(Job, job_id).max_attempts = 1
+    assert leases.claim(job_id, "w1") is not None
+    # When the sweeper finds its lease lapsed
+    published = sweeper.sweep(lease_s=0.0)
+    # Then it is not queued again, and the policy's message is what the user reads
+    assert published == []
+    doc = json.loads(CliRunner().invoke(main, ["status", job_id, "--json"]).stdout)
+    assert doc["status"] == "failed"
+    assert doc["error"] == "worker lost 1 times; gave up after 1 attempts"

@@ -1,4 +1,4 @@
-"""Jobs survive faults (SPEC §8, issue 6): real worker pools on the real Redis and
+"""Jobs survive faults (docs/guarantees.md, issue 6): real worker pools on the real Redis and
 PostgreSQL, killed, paused and cut off from their services while they work.
 
 Every test runs ``gradq worker --cpu`` pools as subprocesses in process groups of their own
@@ -44,7 +44,7 @@ from faultkit import (
 )
 from gradq.cli.main import main as gradq_cli
 from gradq.service.store import queries
-from gradq.service.store.jobs import latest_checkpoint
+from gradq.service.store.writes import latest_checkpoint
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -306,12 +306,12 @@ def test_worker_frozen_inside_a_fenced_write_does_not_block_the_hand_over(cluste
 
 def test_a_frozen_writer_neither_stalls_the_sweeper_nor_keeps_its_job(cluster):
     import sqlalchemy as sa
-    from gradq.service.store import jobs
+    from gradq.service.store import leases, sweeper
 
     # Given a running job whose lease has lapsed, its row locked by a transaction that
     # never ends (a plain session: what a worker stopped mid-write leaves behind)
     job = submit_spec(spec_file(cluster.tmp, train_spec(cluster.small, epochs=1)))[0]
-    assert jobs.claim(job, "frozen-worker") is not None
+    assert leases.claim(job, "frozen-worker") is not None
     eng = sa.create_engine(cluster.pg, poolclass=sa.pool.NullPool)
     with eng.begin() as c:
         c.execute(sa.text("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' "
@@ -325,20 +325,20 @@ def test_a_frozen_writer_neither_stalls_the_sweeper_nor_keeps_its_job(cluster):
 
         # When the sweeper runs, it skips the locked row at once instead of waiting on it
         t0 = time.monotonic()
-        assert job not in [j for j, _, _ in jobs.sweep(1.0)]
+        assert job not in [j for j, _, _ in sweeper.sweep(1.0)]
         assert time.monotonic() - t0 < 1.0
-        assert jobs.end_frozen_writers(60.0) == []  # not frozen for a lease yet
+        assert sweeper.end_frozen_writers(60.0) == []  # not frozen for a lease yet
 
         # Then, once the transaction is older than a lease, the sweeper ends its session
         time.sleep(1.1)
-        assert jobs.end_frozen_writers(1.0) == [pid]
+        assert sweeper.end_frozen_writers(1.0) == [pid]
         with pytest.raises(sa.exc.OperationalError):
             frozen.execute(sa.text("SELECT 1"))
     finally:
         frozen.invalidate()
         eng.dispose()
     # ... and hands the job over
-    swept = wait_for(lambda: [j for j, _, _ in jobs.sweep(1.0)], 10, "the hand-over")
+    swept = wait_for(lambda: [j for j, _, _ in sweeper.sweep(1.0)], 10, "the hand-over")
     assert swept == [job]
     row = job_row(job)
     assert (row["status"], row["worker"], row["lease_token"]) == ("queued", None, 2)
@@ -414,7 +414,7 @@ def test_burst_of_1000_jobs_on_two_workers_runs_each_exactly_once(cluster):
     from faultkit import engine
     from gradq.service import submit
     from gradq.service.celery_app import send_job
-    from gradq.service.store import jobs
+    from gradq.service.store import create
     from gradq.service.store.models import Job
 
     spec = spec_file(cluster.tmp, train_spec(cluster.small, max_steps=1))
@@ -433,7 +433,7 @@ def test_burst_of_1000_jobs_on_two_workers_runs_each_exactly_once(cluster):
             job_id = submit.create(prepared)[0]
             send_job(job_id, "cpu")
             ids.append(job_id)
-        jobs.mark_enqueued(ids)
+        create.mark_enqueued(ids)
         submit_s = time.monotonic() - t0
 
         def unfinished() -> int:

@@ -22,8 +22,9 @@ from gradq.nn.datasets import load_builtin
 from gradq.nn.network import Network
 from gradq.nn.preprocess import Splits
 from gradq.service.spec import validate
+from gradq.train.engine import architecture
+from gradq.train.interface import NullHooks
 from gradq.train.methods import bootstrap_indices, error_vectors, member_seed, train
-from gradq.train.trainer import NullHooks, architecture
 from gradq.workers.data import prepare_splits
 from sklearn.svm import SVC
 

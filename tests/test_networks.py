@@ -20,7 +20,8 @@ from gradq.nn.losses import softmax
 from gradq.nn.network import BN_EPS, BN_MOMENTUM, Architecture, Network, initial_parameters
 from gradq.nn.preprocess import Splits, prepare
 from gradq.service.spec import validate
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.interface import NullHooks
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 from sklearn.decomposition import PCA
 from sklearn.linear_model import Lasso, Ridge
@@ -198,7 +199,7 @@ def test_output_bias_marginal_reproduces_the_training_marginal(xp: ModuleType,
 
 # ----------------------------------------------------------------------------------- L1
 def test_l1_shrinks_irrelevant_weights_to_the_lasso_zeros(xp: ModuleType) -> None:
-    """L1 by subgradient descent (SPEC: g += l1·sign(w)) against scikit-learn's Lasso.
+    """L1 by subgradient descent (docs/spec.md: g += l1·sign(w)) against scikit-learn's Lasso.
 
     Our objective (1/n)‖y − Xw − b‖² + l1‖w‖₁ is twice Lasso's (1/2n)‖y − Xw − b‖² + α‖w‖₁
     with α = l1/2, so both have the same minimiser. The Lasso's coordinate descent sets

@@ -1,4 +1,5 @@
-"""Every optimizer of SPEC §5 (nn/optimizers.py, nn/second_order.py, nn/fused.py), end to end.
+"""Every optimizer of docs/optimizers.md (nn/optimizers.py, nn/second_order.py, nn/fused.py), end
+to end.
 
 Step-by-step conformance with torch.optim is in test_conformance.py and the scipy oracles for
 the second-order methods in test_second_order.py; here: the table of what is under test,
@@ -36,7 +37,8 @@ from gradq.nn.optimizers import (
 from gradq.nn.second_order import validate_hyper
 from gradq.service import submit
 from gradq.service.spec import FULL_BATCH_OPTIMIZERS, OPTIMIZERS, validate
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.interface import NullHooks
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 
 xp = xp_fixture()
@@ -94,7 +96,7 @@ def test_table_covers_every_exported_optimizer() -> None:
         assert (kind == "second_order") == (name in second_order.NAMES)
 
 
-# SPEC §5's defaults column, written out by hand (not derived from any table in the code)
+# docs/optimizers.md's defaults column, written out by hand (not derived from any table in the code)
 SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.01},
     "momentum": {"lr": 0.01, "momentum": 0.9},
@@ -112,14 +114,14 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
     "bfgs": {},
     "lbfgs": {"history": 10},
 }
-LINE_SEARCH_KEYS = {"c1", "c2"}  # beyond SPEC §5: the Wolfe constants of line searches
+LINE_SEARCH_KEYS = {"c1", "c2"}  # beyond docs/optimizers.md: the Wolfe constants of line searches
 
 
 def test_spec_defaults_agree_with_spec_section_5() -> None:
     assert set(SPEC_DEFAULTS) == set(OPTIMIZERS)
     for name, table in SPEC_DEFAULTS.items():
         # the spec's table, nn's first-order table and the second-order minimizers agree
-        # with SPEC §5 key by key; only line-search constants may be added
+        # with docs/optimizers.md key by key; only line-search constants may be added
         offered = OPTIMIZERS[name]
         assert set(offered) - set(table) <= LINE_SEARCH_KEYS, name
         assert {k: offered[k] for k in table} == table, name

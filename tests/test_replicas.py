@@ -1,4 +1,5 @@
-"""Batched replicas (SPEC §9, issue 7): R children trained together as stacked arrays give
+"""Batched replicas (docs/architecture.md, issue 7): R children trained together as stacked arrays
+give
 what training each alone gives — curves, final metrics, parameters, checkpoints — and the
 scheduler batches siblings of a comparison, each under its own lease.
 
@@ -18,10 +19,12 @@ import sqlalchemy as sa
 from _backends import xp_fixture
 from gradq.nn.datasets import load_builtin
 from gradq.service.experiments.compare import expand
+from gradq.service.failure_policy import Failure
 from gradq.service.spec import validate
-from gradq.service.store import jobs, queries
+from gradq.service.store import create, leases, queries, writes
+from gradq.train.interface import NullHooks
 from gradq.train.replicas import ReplicaTrainer, batch_key, max_replicas
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 
 xp = xp_fixture()
@@ -294,13 +297,12 @@ def test_per_replica_settings_and_labels_do_not_stop_stacking() -> None:
     assert batch_key({**make_spec(), "_fold": [0, 5]}) != base  # a fold selects the data
 
 
-def test_the_memory_limit_shrinks_with_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_memory_limit_shrinks_with_the_model() -> None:
     small = make_spec()
     big = make_spec(model={"hidden": [4096, 4096]})
     data = splits(small)
     assert max_replicas(small, data, np) > max_replicas(big, data, np) >= 1
-    monkeypatch.setenv("GRADQ_MAX_REPLICAS", "1")
-    assert max_replicas(small, data, np) == 1
+    assert max_replicas(small, data, np, cap=1) == 1
 
 
 # ------------------------------------------------------------------ the scheduler
@@ -316,7 +318,7 @@ def _store(raw: dict[str, Any]) -> list[str]:
 
     ensure_schema(get_engine())
     spec = validate(raw)
-    return jobs.create_jobs(expand(spec), dataset=None, priority=0, max_attempts=3)
+    return create.create_jobs(expand(spec), dataset=None, priority=0, max_attempts=3)
 
 
 def _rows(sql: str, **params: Any) -> list[Any]:
@@ -328,30 +330,30 @@ def _rows(sql: str, **params: Any) -> list[Any]:
 
 def test_claim_siblings_takes_matching_queued_children_each_with_its_own_lease() -> None:
     parent, first, *rest = _store(_comparison(["sgd", "adam"], 3))
-    lead = jobs.claim(first, "w1")
+    lead = leases.claim(first, "w1")
     # Given one sibling already taken by another worker
-    taken = jobs.claim(rest[0], "w2")
+    taken = leases.claim(rest[0], "w2")
     # When w1 claims the sgd siblings of its child, at most one
     specs = {r.id: json.loads(r.spec) for r in _rows("select id, spec from jobs")}
-    got = jobs.claim_siblings(parent, "w1", lambda s: s["optimizer"]["name"] == "sgd", 1)
+    got = leases.claim_siblings(parent, "w1", lambda s: s["optimizer"]["name"] == "sgd", 1)
     # Then it gets one queued sgd child, with a lease of its own
     assert len(got) == 1 and got[0].job_id not in (first, rest[0])
     assert specs[got[0].job_id]["optimizer"]["name"] == "sgd"
     assert got[0].token == 1 and got[0].worker == "w1"
     assert lead is not None and taken is not None
     # And nothing is claimed twice, nor what the match refuses
-    again = jobs.claim_siblings(parent, "w3", lambda s: True, 10)
+    again = leases.claim_siblings(parent, "w3", lambda s: True, 10)
     assert {lease.job_id for lease in again}.isdisjoint({first, rest[0], got[0].job_id})
-    assert jobs.claim_siblings(parent, "w1", lambda s: True, 10) == []
+    assert leases.claim_siblings(parent, "w1", lambda s: True, 10) == []
 
 
 def test_claim_siblings_skips_children_with_a_checkpoint() -> None:
     parent, first, second = _store(_comparison(["sgd"], 2))
-    lease = jobs.claim(second, "w0")
-    jobs.save_checkpoint(lease, 1, 5, b"x")
-    jobs.release(lease, "transient")  # queued again, with its checkpoint
-    jobs.claim(first, "w1")
-    assert jobs.claim_siblings(parent, "w1", lambda s: True, 10) == []
+    lease = leases.claim(second, "w0")
+    writes.save_checkpoint(lease, 1, 5, b"x")
+    writes.end_failed(lease, Failure.TRANSIENT, "transient")  # queued again, with its checkpoint
+    leases.claim(first, "w1")
+    assert leases.claim_siblings(parent, "w1", lambda s: True, 10) == []
 
 
 def test_a_comparison_runs_as_one_batch_with_ordinary_children(
@@ -369,7 +371,7 @@ def test_a_comparison_runs_as_one_batch_with_ordinary_children(
     for child in alone[1:]:
         assert execute(child, worker="w", batch=False) == "succeeded"
     # Then the first run took every sibling: all finished, the parent too
-    assert jobs.queued_children(batched[0]) == []
+    assert create.queued_children(batched[0]) == []
     assert queries.result(batched[0])["status"] == "succeeded"
     # And each child's result, curves and model are those of its lone twin
     for b, a in zip(batched[1:], alone[1:], strict=True):

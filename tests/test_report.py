@@ -1,5 +1,5 @@
 """A comparison's report, checked against numbers recomputed here from what the children
-stored (SPEC §6): n, mean, std (n − 1), se, the t-interval, the book's ``better`` rule, the
+stored (docs/results.md): n, mean, std (n − 1), se, the t-interval, the book's ``better`` rule, the
 paired per-seed differences (``pairs``: t-intervals, paired t-tests, Holm), excluded
 children, ``partial``, ``target`` and ``auc``.
 
@@ -23,8 +23,9 @@ from click.testing import CliRunner
 from gradq.cli.main import main
 from gradq.service import submit
 from gradq.service.experiments import report
+from gradq.service.status import JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus
+from gradq.service.store.models import Job
 from gradq.workers.runner import execute
 from scipy import stats
 
@@ -48,7 +49,8 @@ def run_comparison(tmp_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_docs(parent: str) -> list[dict[str, Any]]:
-    """Each child's SPEC §6 result document, read back with ``gradq results CHILD --json``."""
+    """Each child's docs/results.md result document, read back with ``gradq results CHILD
+    --json``."""
     ids = [r["id"] for r in cli_json("ls", "--parent", parent, "--limit", "1000")]
     return [cli_json("results", i) for i in ids]
 

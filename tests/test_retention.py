@@ -1,4 +1,4 @@
-"""Retention (SPEC §11, issue 13): ``gradq rm``, ``gradq gc`` and checkpoint retention, on
+"""Retention (docs/guarantees.md, issue 13): ``gradq rm``, ``gradq gc`` and checkpoint retention, on
 SQLite and PostgreSQL, with counts of every table before and after, and the rows of every
 other job compared one by one.
 """
@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 from _cli import invoke
 from gradq.service import submit
-from gradq.service.store import checkpoint_policy, db, jobs, retention
-from gradq.service.store.models import Checkpoint, Job, JobStatus, Metric
+from gradq.service.status import JobStatus
+from gradq.service.store import checkpoint_policy, db, leases, retention, sweeper, writes
+from gradq.service.store.models import Checkpoint, Job, Metric
 from gradq.workers import runner
 
 TRAIN = {"name": "keep-me", "device": "cpu", "data": {"dataset": "iris"},
@@ -91,10 +92,10 @@ def owned(job_ids: set[str]) -> dict[str, int]:
 def failed_with_checkpoint(tmp_path: Path, name: str) -> str:
     """A job that failed after writing a checkpoint (so it keeps it: retry resumes)."""
     [jid] = store(tmp_path, {**TRAIN, "name": name}, f"{name}.json")
-    lease = jobs.claim(jid, "test-here")
-    jobs.log(lease, [("train_loss", 0, 0.0, 0.0, 1.0)], {"epoch": 0})
-    jobs.save_checkpoint(lease, 1, 5, b"x" * 1000)
-    jobs.finish(lease, JobStatus.FAILED, error="boom")
+    lease = leases.claim(jid, "test-here")
+    writes.log(lease, [("train_loss", 0, 0.0, 0.0, 1.0)], {"epoch": 0})
+    writes.save_checkpoint(lease, 1, 5, b"x" * 1000)
+    writes.finish(lease, JobStatus.FAILED, error="boom")
     return jid
 
 
@@ -145,7 +146,7 @@ def test_rm_refuses_a_child_a_running_job_and_an_unknown_id_and_deletes_nothing(
     cmp_ids = store(tmp_path, COMPARE, "c.json")
     run_here(cmp_ids[1:])
     [running] = store(tmp_path, TRAIN, "r.json")
-    lease = jobs.claim(running, "somewhere")
+    lease = leases.claim(running, "somewhere")
     assert lease is not None
     before = rows_of_others(set())
 
@@ -167,17 +168,17 @@ def test_rm_force_cancels_waits_for_the_worker_then_deletes(database: str,
                                                              tmp_path: Path) -> None:
     # Given a running job whose "worker" (a thread) stops at its next log interval
     [jid] = store(tmp_path, TRAIN, "r.json")
-    lease = jobs.claim(jid, "thread")
-    jobs.save_checkpoint(lease, 1, 5, b"c" * 100)
+    lease = leases.claim(jid, "thread")
+    writes.save_checkpoint(lease, 1, 5, b"c" * 100)
     stopped = threading.Event()
 
     def worker() -> None:
         step = 0
-        while not jobs.log(lease, [("train_loss", step, step, 0.0, 1.0)], {}):
+        while not writes.log(lease, [("train_loss", step, step, 0.0, 1.0)], {}):
             step += 1
             time.sleep(0.05)
         time.sleep(0.3)  # the interval's end: still running while rm waits
-        jobs.finish(lease, JobStatus.CANCELLED, error="cancelled")
+        writes.finish(lease, JobStatus.CANCELLED, error="cancelled")
         stopped.set()
 
     t = threading.Thread(target=worker)
@@ -198,7 +199,7 @@ def test_rm_force_cancels_waits_for_the_worker_then_deletes(database: str,
 def test_rm_force_gives_up_with_a_clear_line_when_the_worker_holds_on(
         database: str, tmp_path: Path) -> None:
     [jid] = store(tmp_path, TRAIN, "r.json")
-    assert jobs.claim(jid, "frozen") is not None  # a worker that never reads its cancel
+    assert leases.claim(jid, "frozen") is not None  # a worker that never reads its cancel
     code, out, err = invoke("rm", jid, "--force", "--wait", "0.5")
     assert code == 2
     assert "has not let go" in err.strip().splitlines()[-1]
@@ -209,7 +210,7 @@ def test_rm_force_gives_up_with_a_clear_line_when_the_worker_holds_on(
 def test_rm_of_a_queued_job_wins_against_its_claim(database: str, tmp_path: Path) -> None:
     [jid] = store(tmp_path, TRAIN, "q.json")
     assert invoke("rm", jid)[0] == 0
-    assert jobs.claim(jid, "late") is None  # the broker's message finds no row
+    assert leases.claim(jid, "late") is None  # the broker's message finds no row
 
 
 # ---------------------------------------------------------------------------- gc
@@ -221,8 +222,8 @@ def test_gc_frees_spent_checkpoints_unused_datasets_and_orphans(
     ok = store(tmp_path, TRAIN, "ok.json")
     run_here(ok)
     [running] = store(tmp_path, TRAIN, "run.json")
-    lease = jobs.claim(running, "busy")
-    jobs.save_checkpoint(lease, 1, 5, b"r" * 300)
+    lease = leases.claim(running, "busy")
+    writes.save_checkpoint(lease, 1, 5, b"r" * 300)
     X = np.random.default_rng(0).normal(size=(60, 3))
     np.savez(tmp_path / "d.npz", X=X, y=np.arange(60) % 3)
     [gone] = store(tmp_path, {**TRAIN, "data": {"dataset": str(tmp_path / "d.npz")}}, "d.json")
@@ -249,8 +250,8 @@ def test_gc_frees_spent_checkpoints_unused_datasets_and_orphans(
     after = counts()
     assert after == {**before, "checkpoints": before["checkpoints"] - 1,
                      "datasets": before["datasets"] - 1, "metrics": before["metrics"] - 1}
-    assert jobs.latest_checkpoint(running) is not None
-    assert jobs.latest_checkpoint(failed) is None
+    assert writes.latest_checkpoint(running) is not None
+    assert writes.latest_checkpoint(failed) is None
     now = rows_of_others({failed, "orphan-job"})
     assert {k: v for k, v in now.items() if k != "datasets"} == {
         k: v for k, v in kept.items() if k != "datasets"}
@@ -280,7 +281,7 @@ def test_gc_racing_a_resuming_job_leaves_its_checkpoint(database: str,
                                                        tmp_path: Path) -> None:
     # Given a job whose worker died after its first checkpoint (lease lapsed: queued again)
     [jid] = store(tmp_path, {**TRAIN, "training": {"epochs": 6, "batch_size": 32}}, "r.json")
-    lease = jobs.claim(jid, "dead")
+    lease = leases.claim(jid, "dead")
     from gradq.train.trainer import Trainer
     from gradq.workers.data import load_dataset, prepare_splits
 
@@ -289,7 +290,7 @@ def test_gc_racing_a_resuming_job_leaves_its_checkpoint(database: str,
     hooks = _CheckpointOnce(lease)
     with contextlib.suppress(_Died):
         Trainer(spec, prepare_splits(spec, load_dataset(spec, None)), np, hooks).run()
-    assert jid in [t[0] for t in jobs.sweep(lease_s=0)]
+    assert jid in [t[0] for t in sweeper.sweep(lease_s=0)]
     # When gc runs again and again while another worker resumes it
     stop = threading.Event()
     freed: list[int] = []
@@ -313,7 +314,7 @@ def test_gc_racing_a_resuming_job_leaves_its_checkpoint(database: str,
     assert extra["resumed_from"]["epoch"] == 2
     assert freed and sum(freed) == 0
     # and, having succeeded, it dropped its checkpoint itself
-    assert jobs.latest_checkpoint(jid) is None
+    assert writes.latest_checkpoint(jid) is None
 
 
 class _Died(Exception):
@@ -323,14 +324,14 @@ class _Died(Exception):
 class _CheckpointOnce:
     """Trainer hooks writing through a lease until the checkpoint of epoch 2, then dying."""
 
-    def __init__(self, lease: jobs.Lease) -> None:
+    def __init__(self, lease: leases.Lease) -> None:
         self.lease = lease
 
     def log(self, rows: list, progress: dict) -> bool:
-        return jobs.log(self.lease, rows, progress)
+        return writes.log(self.lease, rows, progress)
 
     def checkpoint(self, epoch: int, step: int, data: Any) -> None:
-        jobs.save_checkpoint(self.lease, epoch, step, bytes(data))  # loop's Snapshot
+        writes.save_checkpoint(self.lease, epoch, step, bytes(data))  # loop's Snapshot
         if epoch >= 2:
             raise _Died
 
@@ -389,18 +390,18 @@ def test_a_search_trial_keeps_its_checkpoint_until_the_comparison_settles(
             job = s.get(Job, jid)
             job.spec = json.dumps({**json.loads(job.spec), "_phase": "search"})
         s.execute(sa.delete(Job).where(Job.id.in_(ids[3:])))
-    leases = [jobs.claim(t, "w") for t in trials]
-    for lease in leases:
-        jobs.save_checkpoint(lease, 1, 3, b"t" * 10)
-    jobs.finish(leases[0], JobStatus.SUCCEEDED)
-    assert jobs.latest_checkpoint(trials[0]) is not None  # kept: may be promoted
+    held = [leases.claim(t, "w") for t in trials]
+    for lease in held:
+        writes.save_checkpoint(lease, 1, 3, b"t" * 10)
+    writes.finish(held[0], JobStatus.SUCCEEDED)
+    assert writes.latest_checkpoint(trials[0]) is not None  # kept: may be promoted
     assert retention.collect()["freed"]["checkpoints"]["rows"] == 0  # gc keeps it too
     # When the last trial ends, the comparison settles
-    jobs.finish(leases[1], JobStatus.SUCCEEDED)
+    writes.finish(held[1], JobStatus.SUCCEEDED)
     with db.session_scope() as s:
         assert JobStatus(s.get(Job, parent).status) is JobStatus.SUCCEEDED
     # Then both trials' checkpoints are gone
-    assert [jobs.latest_checkpoint(t) for t in trials] == [None, None]
+    assert [writes.latest_checkpoint(t) for t in trials] == [None, None]
 
 
 # ------------------------------------------------------------ real workers, busy

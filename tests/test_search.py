@@ -20,7 +20,7 @@ from _cli import run_all, write_spec
 from gradq.service import submit
 from gradq.service.experiments import search
 from gradq.service.experiments.compare import Kid, advance
-from gradq.service.store import jobs, queries
+from gradq.service.store import actions, create, queries
 from gradq.service.store.db import session_scope
 from gradq.service.store.models import Checkpoint, Job, Metric, Result
 from gradq.workers.runner import execute
@@ -259,15 +259,15 @@ def test_cancel_stops_a_search_and_retry_resumes_it_to_the_same_choice(tmp_path:
     reference = progress_of(run_search(tmp_path, search_spec(), "ref.json"))["search"]
     parent = submit.create(submit.prepare(write_spec(tmp_path, search_spec(), "b.json")))[0]
     # Given a search part-way through its first rung
-    for job_id in jobs.queued_children(parent)[:1]:
+    for job_id in create.queued_children(parent)[:1]:
         execute(job_id, worker="test-local", batch=False)
     # When it is cancelled, nothing more runs
-    jobs.cancel(parent)
+    actions.cancel(parent)
     assert queries.result(parent)["status"] == "cancelled"
-    assert jobs.queued_children(parent) == []
+    assert create.queued_children(parent) == []
     # and when it is retried, it goes on where it stopped and chooses what an
     # uninterrupted search chooses
-    todo = jobs.retry(parent)
+    todo = actions.retry(parent)
     assert len(todo) == 11
     run_all(parent)
     assert queries.result(parent)["status"] == "succeeded"

@@ -1,4 +1,4 @@
-"""Settings from the environment (SPEC §2) and password hiding: no URL password is ever
+"""Settings from the environment (docs/settings.md) and password hiding: no URL password is ever
 printed, whether in a result, a table or an error."""
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from gradq.service.store import db, jobs
+from gradq.service.status import JobStatus
+from gradq.service.store import create, db, settle
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus
+from gradq.service.store.models import Job
 from gradq.service.store.newjob import NewJob
 
 
@@ -31,20 +32,20 @@ def test_two_trials_ending_together_decide_their_rung_once(
     db.upgrade(pg_url)
     parent = NewJob({"kind": "compare"}, "compare", None, 0, {}, "cpu",
                     children=[_trial(0), _trial(1)])
-    parent_id, first, second = jobs.create_jobs(parent, dataset=None, priority=0, max_attempts=3)
+    parent_id, first, second = create.create_jobs(parent, dataset=None, priority=0, max_attempts=3)
     decided: list[str] = []
 
     def advance(s: Any, p: Job) -> list[str]:
         decided.append(p.id)
         return []
 
-    monkeypatch.setattr(jobs, "_advance", advance)
+    monkeypatch.setattr(settle, "_advance", advance)
 
     def end(s: Any, job_id: str) -> list[str]:
         s.execute(sa.update(Job).where(Job.id == job_id)
                   .values(status=JobStatus.SUCCEEDED))
         s.flush()
-        return jobs._settle_parent(s, job_id)
+        return settle.settle_parent(s, job_id)
 
     # Given the first trial's end, its transaction still open (holding the parent's lock)
     with session_scope() as a:

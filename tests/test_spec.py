@@ -1,4 +1,5 @@
-"""Job specs: loading, ``--set`` overrides and validation (service/spec.py, SPEC §3–§5)."""
+"""Job specs: loading, ``--set`` overrides and validation (service/spec.py, docs/cli.md,
+docs/spec.md, docs/optimizers.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from gradq.service.spec import (
     validate,
 )
 
-# The example of SPEC §4, without its `compare:` block (kind: compare only).
+# The example of docs/spec.md, without its `compare:` block (kind: compare only).
 SPEC_EXAMPLE = """\
 name: digits-mlp              # optional label
 kind: train                   # train | compare

@@ -1,5 +1,5 @@
 """The report's statistics for many pairs and for searches, checked independently
-(SPEC §6): Holm's adjustment, paired t-tests and t-intervals against scipy, the expected
+(docs/results.md): Holm's adjustment, paired t-tests and t-intervals against scipy, the expected
 best of k trials against a brute-force enumeration of every k-subset, the generalization
 gap, the capacity figure's points, and a searched comparison's report built from a database
 in which the children and the parent's progress are written as the compare contract says.
@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from _cli import cli, cli_json, write_spec
 from gradq.service import submit
 from gradq.service.experiments import plots, report
+from gradq.service.status import JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus, Metric, Result
+from gradq.service.store.models import Job, Metric, Result
 from scipy import stats
 
 
@@ -432,9 +433,8 @@ def test_no_capacity_figure_when_the_arms_vary_no_numeric_key(tmp_path: Path) ->
     assert math.isfinite(rep["pairs"][0]["p"])
 
 
-def test_a_long_pairs_table_shows_the_pairs_below_005_and_says_how_many_it_hides(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    from gradq.cli.main import _print_pairs
+def test_a_long_pairs_table_shows_the_pairs_below_005_and_says_how_many_it_hides() -> None:
+    from gradq.service.present import pair_lines
 
     # Given 7 arms: 21 pairs, of which every third has p < 0.05
     labels = [f"arm{i}" for i in range(7)]
@@ -443,8 +443,7 @@ def test_a_long_pairs_table_shows_the_pairs_below_005_and_says_how_many_it_hides
              for k, (a, b) in enumerate(itertools.combinations(labels, 2))]
     for p, q in zip(pairs, report.holm([p["p"] for p in pairs]), strict=True):
         p["p_holm"], p["significant"] = q, q < 0.05
-    _print_pairs({"pairs": pairs})
-    out = capsys.readouterr().out
+    out = "\n".join(pair_lines({"pairs": pairs}))
     shown = [p for p in pairs if p["p"] < 0.05]
     assert "Holm-adjusted over 21 pairs" in out
     assert f"({len(pairs) - len(shown)} pairs with p ≥ 0.05 not shown" in out

@@ -1,4 +1,5 @@
-"""Storage (SPEC §7) and the job lifecycle in SQL (SPEC §8), on SQLite and PostgreSQL alike.
+"""Storage (docs/guarantees.md) and the job lifecycle in SQL (docs/guarantees.md), on SQLite and
+PostgreSQL alike.
 
 Every test that takes ``backend`` runs twice: on the per-test SQLite database (migrated on
 first use) and on a fresh PostgreSQL database migrated with ``db.upgrade`` — the real
@@ -21,9 +22,11 @@ import pytest
 import sqlalchemy as sa
 from _cli import invoke
 from conftest import PG_ADMIN_URL, REDIS_URL, need_service
-from gradq.service.store import db, jobs, queries
+from gradq.service.errors import InvalidTransition, JobNotFound
+from gradq.service.failure_policy import Failure
+from gradq.service.store import actions, create, db, leases, queries, sweeper, writes
 from gradq.service.store.db import SchemaError, session_scope
-from gradq.service.store.jobs import InvalidTransition, JobNotFound, Lease, LeaseLost, NewJob
+from gradq.service.store.leases import Lease, LeaseLost
 from gradq.service.store.models import (
     Artifact,
     Base,
@@ -35,6 +38,7 @@ from gradq.service.store.models import (
     Result,
     utcnow,
 )
+from gradq.service.store.newjob import NewJob
 
 TABLES = {"datasets", "dataset_names", "jobs", "metrics", "results", "checkpoints",
           "artifacts"}
@@ -109,7 +113,7 @@ def make_job(children: int = 0, *, queue: str = "cpu", max_attempts: int = 3,
     kind = "compare" if children else "train"
     job = NewJob({"kind": kind, "seed": 0}, kind, "t", 0, {"name": "sgd", "lr": 0.1}, queue,
                  kids)
-    return jobs.create_jobs(job, dataset=dataset, priority=priority,
+    return create.create_jobs(job, dataset=dataset, priority=priority,
                             max_attempts=max_attempts)
 
 
@@ -285,7 +289,7 @@ def test_create_stores_a_job_and_a_comparison_with_children(backend: str) -> Non
     assert row(parent).kind == "compare"
     assert all(row(k).parent_id == parent for k in kids)
     # workers run the children only
-    assert sorted(r[0] for r in jobs.runnable(ids)) == sorted(kids)
+    assert sorted(r[0] for r in create.runnable(ids)) == sorted(kids)
     assert len(queries.list_jobs()) == 5
 
 
@@ -300,14 +304,14 @@ def test_a_dataset_is_stored_once_by_content_hash(backend: str) -> None:
 # ------------------------------------------------------------------- claims
 def test_claim_is_a_compare_and_set(backend: str) -> None:
     [jid] = make_job()
-    lease = jobs.claim(jid, "w1")
+    lease = leases.claim(jid, "w1")
     assert lease == Lease(jid, 1, "w1", 1)
     j = row(jid)
     assert (j.status, j.worker, j.attempts) == (JobStatus.RUNNING, "w1", 1)
     assert j.heartbeat_at is not None and j.started_at is not None
-    assert jobs.claim(jid, "w2") is None  # the second claim loses
+    assert leases.claim(jid, "w2") is None  # the second claim loses
     assert row(jid).worker == "w1"
-    assert jobs.claim("f" * 32, "w1") is None
+    assert leases.claim("f" * 32, "w1") is None
 
 
 def test_only_one_of_many_concurrent_claims_wins(backend: str) -> None:
@@ -318,7 +322,7 @@ def test_only_one_of_many_concurrent_claims_wins(backend: str) -> None:
 
     def claim(i: int) -> None:
         barrier.wait()
-        won.append(jobs.claim(jid, f"w{i}"))
+        won.append(leases.claim(jid, f"w{i}"))
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(n)]
     for t in threads:
@@ -334,24 +338,24 @@ def test_only_one_of_many_concurrent_claims_wins(backend: str) -> None:
 def test_after_a_sweep_the_old_lease_writes_nothing(backend: str) -> None:
     # Given a running job whose worker wrote one metric and then went silent
     [jid] = make_job()
-    old = jobs.claim(jid, "w1")
-    jobs.log(old, points(0), {"epoch": 0})
+    old = leases.claim(jid, "w1")
+    writes.log(old, points(0), {"epoch": 0})
     lapse(jid)
     # When the sweeper hands it over
-    assert jobs.sweep(LEASE_S) == [(jid, "cpu", 0)]
+    assert sweeper.sweep(LEASE_S) == [(jid, "cpu", 0)]
     j = row(jid)
     assert j.status is JobStatus.QUEUED and j.worker is None
     assert j.lease_token == old.token + 1
     assert "lost its lease" in j.error
     # Then every write under the old lease is refused and leaves no trace
     fenced = [
-        lambda: jobs.renew(old),
-        lambda: jobs.log(old, points(1, 2), {"epoch": 1}),
-        lambda: jobs.save_checkpoint(old, 1, 2, b"ckpt"),
-        lambda: jobs.save_artifact(old, "model", b"params"),
-        lambda: jobs.set_device(old, "cpu (numpy)"),
-        lambda: jobs.release(old, "blip"),
-        lambda: jobs.finish(old, JobStatus.SUCCEEDED, result=RESULT,
+        lambda: leases.renew(old),
+        lambda: writes.log(old, points(1, 2), {"epoch": 1}),
+        lambda: writes.save_checkpoint(old, 1, 2, b"ckpt"),
+        lambda: writes.save_artifact(old, "model", b"params"),
+        lambda: leases.set_device(old, "cpu (numpy)"),
+        lambda: writes.end_failed(old, Failure.TRANSIENT, "blip"),
+        lambda: writes.finish(old, JobStatus.SUCCEEDED, result=RESULT,
                             artifacts={"model": b"params"}, metrics=points(3)),
     ]
     for write in fenced:
@@ -363,23 +367,23 @@ def test_after_a_sweep_the_old_lease_writes_nothing(backend: str) -> None:
     assert j.status is JobStatus.QUEUED and j.device is None
     assert json.loads(j.progress) == {"epoch": 0}
     # and once another worker holds it, the old lease is still refused
-    new = jobs.claim(jid, "w2")
+    new = leases.claim(jid, "w2")
     assert new.token > old.token and new.attempt == 2
     with pytest.raises(LeaseLost):
-        jobs.finish(old, JobStatus.FAILED, error="late")
-    jobs.finish(new, JobStatus.SUCCEEDED, result=RESULT, artifacts={"model": b"p"})
+        writes.finish(old, JobStatus.FAILED, error="late")
+    writes.finish(new, JobStatus.SUCCEEDED, result=RESULT, artifacts={"model": b"p"})
     assert row(jid).status is JobStatus.SUCCEEDED and row(jid).error is None
     assert queries.artifact(jid) == b"p"
 
 
 def test_a_finished_job_refuses_further_writes(backend: str) -> None:
     [jid] = make_job()
-    lease = jobs.claim(jid, "w1")
-    jobs.finish(lease, JobStatus.SUCCEEDED, result=RESULT)
+    lease = leases.claim(jid, "w1")
+    writes.finish(lease, JobStatus.SUCCEEDED, result=RESULT)
     with pytest.raises(LeaseLost):
-        jobs.log(lease, points(9), {})
+        writes.log(lease, points(9), {})
     with pytest.raises(LeaseLost):
-        jobs.finish(lease, JobStatus.FAILED, error="twice")
+        writes.finish(lease, JobStatus.FAILED, error="twice")
     assert row(jid).status is JobStatus.SUCCEEDED
 
 
@@ -387,14 +391,14 @@ def test_a_finished_job_refuses_further_writes(backend: str) -> None:
 def test_metric_points_are_unique_on_job_name_and_step(backend: str) -> None:
     # Given a job that logged steps 0-2 of two metrics, then lost its worker
     [jid] = make_job()
-    first = jobs.claim(jid, "w1")
-    jobs.log(first, points(0, 1, 2) + points(0, 1, 2, name="val_loss"), {})
+    first = leases.claim(jid, "w1")
+    writes.log(first, points(0, 1, 2) + points(0, 1, 2, name="val_loss"), {})
     lapse(jid)
-    jobs.sweep(LEASE_S)
+    sweeper.sweep(LEASE_S)
     # When the resumed job logs steps 1-4 again (different values for the repeated ones)
-    second = jobs.claim(jid, "w2")
-    jobs.log(second, points(1, 2, 3, 4, value=50.0), {})
-    jobs.finish(second, JobStatus.SUCCEEDED, result=RESULT,
+    second = leases.claim(jid, "w2")
+    writes.log(second, points(1, 2, 3, 4, value=50.0), {})
+    writes.finish(second, JobStatus.SUCCEEDED, result=RESULT,
                 metrics=points(4, value=99.0) + points(4, name="val_loss"))
     # Then the duplicates were ignored and the first values kept
     c = queries.curves(jid)["metrics"]
@@ -406,16 +410,16 @@ def test_metric_points_are_unique_on_job_name_and_step(backend: str) -> None:
 
 def test_non_finite_metric_values_round_trip(backend: str) -> None:
     [jid] = make_job()
-    lease = jobs.claim(jid, "w1")
+    lease = leases.claim(jid, "w1")
     values = [math.nan, math.inf, -math.inf, 0.0, -1.5, 1e300, 1e-300]
-    jobs.log(lease, [("train_loss", i, i, i, v) for i, v in enumerate(values)],
+    writes.log(lease, [("train_loss", i, i, i, v) for i, v in enumerate(values)],
              {"train_loss": math.nan})
     got = queries.curves(jid, ["train_loss"])["metrics"]["train_loss"]["value"]
     assert math.isnan(got[0])
     assert got[1:] == values[1:]
     assert got[1] == math.inf and got[2] == -math.inf
     # a diverged job's result document keeps its non-finite losses as null
-    jobs.finish(lease, JobStatus.DIVERGED, error="loss became nan",
+    writes.finish(lease, JobStatus.DIVERGED, error="loss became nan",
                 result={**RESULT, "final": {"train_loss": math.nan, "test_loss": math.inf}})
     doc = queries.result(jid)
     assert doc["status"] == "diverged"
@@ -424,8 +428,8 @@ def test_non_finite_metric_values_round_trip(backend: str) -> None:
 
 def test_curves_filter_by_metric_and_order_by_step(backend: str) -> None:
     [jid] = make_job()
-    lease = jobs.claim(jid, "w1")
-    jobs.log(lease, points(3, 1, 2) + points(1, name="val_loss"), {})
+    lease = leases.claim(jid, "w1")
+    writes.log(lease, points(3, 1, 2) + points(1, name="val_loss"), {})
     doc = queries.curves(jid, ["train_loss"])
     assert doc["id"] == jid and set(doc["metrics"]) == {"train_loss"}
     m = doc["metrics"]["train_loss"]
@@ -436,102 +440,104 @@ def test_curves_filter_by_metric_and_order_by_step(backend: str) -> None:
 # -------------------------------------------------------------- checkpoints
 def test_checkpoints_keep_the_newest(backend: str) -> None:
     [jid] = make_job()
-    assert jobs.latest_checkpoint(jid) is None
-    lease = jobs.claim(jid, "w1")
+    assert writes.latest_checkpoint(jid) is None
+    lease = leases.claim(jid, "w1")
     for epoch in (1, 2, 3):
-        jobs.save_checkpoint(lease, epoch, 10 * epoch, f"c{epoch}".encode())
+        writes.save_checkpoint(lease, epoch, 10 * epoch, f"c{epoch}".encode())
     assert count(Checkpoint, job_id=jid) == 1
-    assert jobs.latest_checkpoint(jid) == (3, 30, b"c3")
-    jobs.save_checkpoint(lease, 4, 40, b"c4", keep=2)
+    assert writes.latest_checkpoint(jid) == (3, 30, b"c3")
+    writes.save_checkpoint(lease, 4, 40, b"c4", keep=2)
     assert count(Checkpoint, job_id=jid) == 2
-    jobs.save_checkpoint(lease, 4, 40, b"c4-again", keep=2)  # the same step replaces
+    writes.save_checkpoint(lease, 4, 40, b"c4-again", keep=2)  # the same step replaces
     assert count(Checkpoint, job_id=jid) == 2
-    assert jobs.latest_checkpoint(jid) == (4, 40, b"c4-again")
+    assert writes.latest_checkpoint(jid) == (4, 40, b"c4-again")
 
 
 # ------------------------------------------------------------- user actions
 def test_cancelling_a_queued_job_is_immediate(backend: str) -> None:
     [jid] = make_job()
-    assert jobs.cancel(jid) == [jid]
+    assert actions.cancel(jid) == [jid]
     j = row(jid)
     assert j.status is JobStatus.CANCELLED and j.finished_at is not None
-    assert jobs.claim(jid, "w1") is None
-    assert jobs.sweep(LEASE_S) == []  # never published again
+    assert leases.claim(jid, "w1") is None
+    assert sweeper.sweep(LEASE_S) == []  # never published again
     with pytest.raises(InvalidTransition):
-        jobs.cancel(jid)
+        actions.cancel(jid)
     with pytest.raises(JobNotFound):
-        jobs.cancel("f" * 32)
+        actions.cancel("f" * 32)
 
 
 def test_cancelling_a_running_job_is_a_request(backend: str) -> None:
     [jid] = make_job()
-    lease = jobs.claim(jid, "w1")
-    assert jobs.renew(lease) is False
-    jobs.cancel(jid)
+    lease = leases.claim(jid, "w1")
+    assert leases.renew(lease) is False
+    actions.cancel(jid)
     j = row(jid)
     assert j.status is JobStatus.RUNNING and j.cancel_requested is True
     # the trainer learns it at its next heartbeat or log interval
-    assert jobs.renew(lease) is True
-    assert jobs.log(lease, points(0), {}) is True
-    jobs.finish(lease, JobStatus.CANCELLED)
+    assert leases.renew(lease) is True
+    assert writes.log(lease, points(0), {}) is True
+    writes.finish(lease, JobStatus.CANCELLED)
     assert row(jid).status is JobStatus.CANCELLED
 
 
 def test_cancelling_a_comparison_cancels_its_children(backend: str) -> None:
     parent, queued, running = make_job(children=2)
-    lease = jobs.claim(running, "w1")
-    assert sorted(jobs.cancel(parent)) == sorted([parent, queued, running])
+    lease = leases.claim(running, "w1")
+    assert sorted(actions.cancel(parent)) == sorted([parent, queued, running])
     assert row(queued).status is JobStatus.CANCELLED
     assert row(running).cancel_requested is True
     assert row(parent).status is JobStatus.RUNNING  # waits for the running child
-    jobs.finish(lease, JobStatus.CANCELLED)
+    writes.finish(lease, JobStatus.CANCELLED)
     assert row(parent).status is JobStatus.CANCELLED
 
 
 def test_cancelling_a_queued_comparison_ends_it_at_once(backend: str) -> None:
     parent, *kids = make_job(children=3)
-    assert len(jobs.cancel(parent)) == 4
+    assert len(actions.cancel(parent)) == 4
     assert [row(k).status for k in kids] == [JobStatus.CANCELLED] * 3
     p = row(parent)
     assert p.status is JobStatus.CANCELLED and p.finished_at is not None
-    assert jobs.sweep(LEASE_S, republish_after_s=0) == []
+    assert sweeper.sweep(LEASE_S, republish_after_s=0) == []
 
 
 def test_cancelling_one_child_leaves_the_comparison_running(backend: str) -> None:
     parent, a, b = make_job(children=2)
-    jobs.cancel(a)
+    actions.cancel(a)
     assert row(a).status is JobStatus.CANCELLED
     assert row(parent).status is JobStatus.QUEUED
-    jobs.finish(jobs.claim(b, "w1"), JobStatus.SUCCEEDED, result=RESULT)
+    writes.finish(leases.claim(b, "w1"), JobStatus.SUCCEEDED, result=RESULT)
     p = row(parent)
     assert p.status is JobStatus.SUCCEEDED and "1 cancelled" in p.error
 
 
 def test_retry_queues_a_finished_job_again(backend: str) -> None:
     [jid] = make_job(queue="gpu", priority=2)
-    lease = jobs.claim(jid, "w1")
-    jobs.finish(lease, JobStatus.FAILED, error="boom", traceback="Traceback ...")
-    assert jobs.retry(jid) == [(jid, "gpu", 2)]
+    lease = leases.claim(jid, "w1")
+    writes.finish(lease, JobStatus.FAILED, error="boom", traceback="Traceback ...")
+    assert actions.retry(jid) == [(jid, "gpu", 2)]
     j = row(jid)
     assert j.status is JobStatus.QUEUED and j.attempts == 0
     assert j.error is None and j.traceback is None and j.finished_at is None
     assert j.enqueued_at is not None
     with pytest.raises(InvalidTransition):
-        jobs.retry(jid)  # queued
-    again = jobs.claim(jid, "w2")
+        actions.retry(jid)  # queued
+    again = leases.claim(jid, "w2")
     assert again.attempt == 1 and again.token > lease.token
-    jobs.finish(again, JobStatus.SUCCEEDED, result=RESULT)
+    writes.finish(again, JobStatus.SUCCEEDED, result=RESULT)
     with pytest.raises(InvalidTransition):
-        jobs.retry(jid)  # succeeded
+        actions.retry(jid)  # succeeded
     with pytest.raises(JobNotFound):
-        jobs.retry("f" * 32)
+        actions.retry("f" * 32)
 
 
 def test_release_requeues_until_attempts_run_out(backend: str) -> None:
     [jid] = make_job(max_attempts=2)
-    assert jobs.release(jobs.claim(jid, "w1"), "database blip") is JobStatus.QUEUED
+    lease = leases.claim(jid, "w1")
+    assert writes.end_failed(lease, Failure.TRANSIENT, "database blip") is JobStatus.QUEUED
     assert row(jid).status is JobStatus.QUEUED
-    assert jobs.release(jobs.claim(jid, "w1"), "database blip") is JobStatus.FAILED
+    lease = leases.claim(jid, "w1")
+    assert writes.end_failed(lease, Failure.TRANSIENT, "database blip") is JobStatus.FAILED
     j = row(jid)
     assert j.status is JobStatus.FAILED and "gave up after 2 attempts" in j.error
 
@@ -546,11 +552,11 @@ def test_a_comparison_settles_when_its_last_child_finishes(
         backend: str, ends: tuple[JobStatus, JobStatus], parent_status: JobStatus,
         error: str | None) -> None:
     parent, a, b = make_job(children=2)
-    la, lb = jobs.claim(a, "w1"), jobs.claim(b, "w2")
+    la, lb = leases.claim(a, "w1"), leases.claim(b, "w2")
     assert row(parent).status is JobStatus.RUNNING  # running since its first child
-    jobs.finish(la, ends[0], result=RESULT)
+    writes.finish(la, ends[0], result=RESULT)
     assert row(parent).status is JobStatus.RUNNING
-    jobs.finish(lb, ends[1], result=RESULT)
+    writes.finish(lb, ends[1], result=RESULT)
     p = row(parent)
     assert p.status is parent_status and p.finished_at is not None
     assert (p.error is None) if error is None else (error in p.error)
@@ -561,7 +567,7 @@ def test_two_children_finishing_at_once_settle_the_parent(backend: str) -> None:
     the parent's row: the parent must end up settled every time."""
     for _ in range(6):
         parent, *kids = make_job(children=2)
-        leases = [jobs.claim(k, f"w{i}") for i, k in enumerate(kids)]
+        held = [leases.claim(k, f"w{i}") for i, k in enumerate(kids)]
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []
 
@@ -569,12 +575,12 @@ def test_two_children_finishing_at_once_settle_the_parent(backend: str) -> None:
                    errors: list[BaseException] = errors) -> None:
             try:
                 barrier.wait()
-                jobs.finish(lease, JobStatus.SUCCEEDED, result=RESULT,
+                writes.finish(lease, JobStatus.SUCCEEDED, result=RESULT,
                             metrics=points(0, 1, 2, 3))
             except BaseException as exc:  # reported below, in the test's thread
                 errors.append(exc)
 
-        threads = [threading.Thread(target=finish, args=(le,)) for le in leases]
+        threads = [threading.Thread(target=finish, args=(le,)) for le in held]
         for t in threads:
             t.start()
         for t in threads:
@@ -589,47 +595,47 @@ def test_two_children_finishing_at_once_settle_the_parent(backend: str) -> None:
 def test_sweep_republishes_queued_jobs_whose_message_may_be_lost(backend: str) -> None:
     [never] = make_job(queue="cpu")            # stored, never published
     [fresh] = make_job(queue="gpu")
-    jobs.mark_enqueued([fresh])                 # published just now
+    create.mark_enqueued([fresh])                 # published just now
     [old] = make_job(queue="auto", priority=7)
-    jobs.mark_enqueued([old])
+    create.mark_enqueued([old])
     backdate(old, "enqueued_at", 10 * LEASE_S)  # published long ago, never picked up
     parent, child = make_job(children=1)
-    jobs.mark_enqueued([child])
-    assert sorted(jobs.sweep(LEASE_S)) == sorted([(never, "cpu", 0), (old, "auto", 7)])
-    assert jobs.sweep(LEASE_S) == []  # enqueued_at was renewed
+    create.mark_enqueued([child])
+    assert sorted(sweeper.sweep(LEASE_S)) == sorted([(never, "cpu", 0), (old, "auto", 7)])
+    assert sweeper.sweep(LEASE_S) == []  # enqueued_at was renewed
     assert row(old).status is JobStatus.QUEUED and row(old).attempts == 0
     # the republish delay can be set apart from the lease; a comparison is never sent
-    republished = [r[0] for r in jobs.sweep(LEASE_S, republish_after_s=0)]
+    republished = [r[0] for r in sweeper.sweep(LEASE_S, republish_after_s=0)]
     assert sorted(republished) == sorted([never, fresh, old, child])
 
 
 def test_sweep_leaves_live_leases_alone(backend: str) -> None:
     [jid] = make_job()
-    lease = jobs.claim(jid, "w1")
+    lease = leases.claim(jid, "w1")
     backdate(jid, "heartbeat_at", LEASE_S / 2)
-    assert jobs.sweep(LEASE_S) == []
+    assert sweeper.sweep(LEASE_S) == []
     assert row(jid).status is JobStatus.RUNNING
-    jobs.renew(lease)
+    leases.renew(lease)
 
 
 def test_sweep_fails_a_job_out_of_attempts(backend: str) -> None:
     # Given a comparison child that may run twice
     parent, jid = make_job(children=1, max_attempts=2)
-    first = jobs.claim(jid, "w1")
+    first = leases.claim(jid, "w1")
     lapse(jid)
-    assert [r[0] for r in jobs.sweep(LEASE_S)] == [jid]  # one attempt left: queued again
-    second = jobs.claim(jid, "w2")
+    assert [r[0] for r in sweeper.sweep(LEASE_S)] == [jid]  # one attempt left: queued again
+    second = leases.claim(jid, "w2")
     assert second.attempt == 2
     # When its second worker dies too
     lapse(jid)
     # Then it is failed, not published, and the comparison settles
-    assert jobs.sweep(LEASE_S) == []
+    assert sweeper.sweep(LEASE_S) == []
     j = row(jid)
     assert j.status is JobStatus.FAILED and j.finished_at is not None
     assert "gave up after 2 attempts" in j.error
     assert j.lease_token > second.token
     with pytest.raises(LeaseLost):
-        jobs.log(second, points(0), {})
+        writes.log(second, points(0), {})
     with pytest.raises(LeaseLost):
-        jobs.renew(first)
+        leases.renew(first)
     assert row(parent).status is JobStatus.FAILED

@@ -262,7 +262,7 @@ def test_report_equals_a_recomputation_from_the_stored_children(
 
 def test_a_failed_workload_is_marked_and_the_others_stand(tmp_path: Path) -> None:
     from gradq.service import submit
-    from gradq.service.store import jobs
+    from gradq.service.store import actions as jobs
 
     # Given a stored suite whose first workload's comparison is cancelled before it runs
     prepared = submit.prepare(_suite(tmp_path, search=None, optimizers=["sgd", "adam"],

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from gradq.nn.datasets import load_builtin
 from gradq.service.spec import validate
+from gradq.train.interface import NullHooks
 from gradq.train.replicas import ReplicaTrainer
-from gradq.train.trainer import NullHooks, Trainer
+from gradq.train.trainer import Trainer
 from gradq.workers.data import prepare_splits
 
 

@@ -63,14 +63,14 @@ class World:
 
     def log_points(self, n: int) -> None:
         """The live job logs ``n`` more steps of train_loss and val_loss, as a worker does."""
-        from gradq.service.store import jobs
+        from gradq.service.store import writes
 
         rows = []
         for step in range(self.next_step, self.next_step + n):
             rows += [("train_loss", step, step / 10, step * 0.01, 2.0 / (1 + step)),
                      ("val_loss", step, step / 10, step * 0.01, 2.2 / (1 + step))]
         self.next_step += n
-        jobs.log(self.lease, rows, {"epoch": self.next_step // 10, "epochs": 100,
+        writes.log(self.lease, rows, {"epoch": self.next_step // 10, "epochs": 100,
                                     "step": self.next_step, "steps": 1000})
 
 
@@ -85,7 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         mp.delenv("GRADQ_DATABASE_URL", raising=False)
         from gradq.service.experiments.compare import expand
         from gradq.service.spec import validate
-        from gradq.service.store import jobs
+        from gradq.service.store import create, leases
         from gradq.service.store.db import dispose_engines
 
         dispose_engines()
@@ -93,9 +93,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.compare = cli_json("run", str(write_spec(tmp, COMPARE, "c.json")))["id"]
         w.hostile = cli_json("run", str(write_spec(tmp, {**TRAIN, "name": HOSTILE},
                                                     "h.json")))["id"]
-        [w.live] = jobs.create_jobs(expand(validate({**TRAIN, "name": "live-job"})),
+        [w.live] = create.create_jobs(expand(validate({**TRAIN, "name": "live-job"})),
                                     dataset=None, priority=0, max_attempts=3)
-        w.lease = jobs.claim(w.live, "browser-test")
+        w.lease = leases.claim(w.live, "browser-test")
         w.log_points(30)
         env = {**os.environ, "GRADQ_HOME": str(home)}
         env.pop("GRADQ_DATABASE_URL", None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -97,6 +98,57 @@ def test_the_api_filters_like_ls(client) -> None:
     assert client.get("/api/jobs?sort=bogus").status_code == 400
 
 
+def _cells(text: str, header: str) -> list[list[str]]:
+    """The rows of the CLI table under the header line that starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip() or not line[:1].strip():
+            break
+        rows.append([c for c in re.split(r"\s{2,}", line.strip())])
+    return rows
+
+
+def test_the_cli_and_the_dashboard_write_a_report_s_numbers_alike(client) -> None:
+    # Given a finished comparison
+    [parent] = ids("compare")
+    # When the CLI prints its report and the dashboard draws its page
+    text = cli("report", parent)
+    html = client.get(f"/jobs/{parent}").text
+    # Then each pair's n, difference and interval are the same text in both
+    pairs = _cells(text, "A ")
+    assert pairs
+    for a, b, n, diff, ci95, *_ in pairs:
+        assert f"<td>{n}</td><td>{diff}</td><td>{ci95}</td>" in html, (a, b)
+
+
+def test_the_cli_and_the_dashboard_write_a_missing_value_alike(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradq.service.spec import validate
+    from gradq.service.store import create
+    from gradq.service.store.newjob import NewJob
+    from gradq.ui.app import create_app
+    from starlette.testclient import TestClient
+
+    # Given a queued job: no device, no worker yet
+    spec = validate({"data": {"dataset": "iris"}})
+    job = NewJob(spec=spec, kind="train", name="waiting", seed=0,
+                      optimizer=spec["optimizer"], queue="auto")
+    [job_id] = create.create_jobs(job, dataset=None, priority=0, max_attempts=3)
+    # When the CLI shows its status and the dashboard its page
+    text = cli("status", job_id)
+    with TestClient(create_app(), base_url="http://127.0.0.1:8765") as c:
+        html = c.get(f"/jobs/{job_id}").text
+    # Then both write the one mark for "none", and the optimizer's settings alike
+    shown = dict(line.split(None, 1) for line in text.splitlines())
+    assert shown["device"] == shown["worker"] == "-"
+    assert "<dt>device</dt><dd>-</dd>" in html and "<dt>worker</dt><dd>-</dd>" in html
+    optimizer = cli("results", job_id).split("optimizer", 1)[1].splitlines()[0].strip()
+    assert "amsgrad=False" in optimizer
+    assert f"<dt>optimizer</dt><dd>{optimizer}</dd>" in html
+
+
 # ------------------------------------------------------------------- security
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_only_get_and_head(client, method: str) -> None:
@@ -159,20 +211,20 @@ def test_what_users_wrote_is_escaped(client) -> None:
 def test_error_text_is_escaped_and_its_passwords_hidden(client) -> None:
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
-    from gradq.service.store.models import JobStatus
+    from gradq.service.status import JobStatus
+    from gradq.service.store import create, leases, writes
 
-    [job] = jobs.create_jobs(expand(validate({**TRAIN, "name": "broken"})), dataset=None,
+    [job] = create.create_jobs(expand(validate({**TRAIN, "name": "broken"})), dataset=None,
                              priority=0, max_attempts=3)
-    lease = jobs.claim(job, "test")
-    jobs.finish(lease, JobStatus.FAILED, error="<script>alert(2)</script> at "
+    lease = leases.claim(job, "test")
+    writes.finish(lease, JobStatus.FAILED, error="<script>alert(2)</script> at "
                 "postgresql://u:hunter2@db/x", traceback="Traceback\n  <b>bold</b>")
     html = client.get(f"/jobs/{job}").text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "hunter2" not in html and "u:***@db" in html
     doc = client.get(f"/api/jobs/{job}").json()  # the CLI's document, read the same way
     assert "hunter2" not in doc["error"] + doc["traceback"] and doc == cli_json("status", job)
-    jobs.delete_jobs([job])  # the module's database as the other tests expect it
+    create.delete_jobs([job])  # the module's database as the other tests expect it
 
 
 def test_a_password_in_the_database_url_is_never_shown(pg_url: str,
@@ -279,14 +331,14 @@ def test_a_bagging_job_shows_its_members_against_the_ensemble(client) -> None:
 def test_a_running_comparison_is_marked_partial(client) -> None:
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create
 
-    ids_ = jobs.create_jobs(expand(validate({**COMPARE, "name": "unfinished"})), dataset=None,
+    ids_ = create.create_jobs(expand(validate({**COMPARE, "name": "unfinished"})), dataset=None,
                             priority=0, max_attempts=3)
     html = client.get(f"/jobs/{ids_[0]}").text
     assert f"partial: {len(ids_) - 1} of {len(ids_) - 1} runs not finished" in html
     assert 'data-live="1"' in html
-    jobs.delete_jobs(ids_)
+    create.delete_jobs(ids_)
 
 
 def test_serve_warns_when_bound_beyond_loopback(home: Path, monkeypatch: pytest.MonkeyPatch,
@@ -333,15 +385,15 @@ def _create_and_log(values: np.ndarray, start: int) -> str:
     """A running job that logged ``values`` as train_loss at steps start, start+1, …"""
     from gradq.service.experiments.compare import expand
     from gradq.service.spec import validate
-    from gradq.service.store import jobs
+    from gradq.service.store import create, leases, writes
 
-    [job_id] = jobs.create_jobs(expand(validate({**TRAIN, "name": "long"})), dataset=None,
+    [job_id] = create.create_jobs(expand(validate({**TRAIN, "name": "long"})), dataset=None,
                                 priority=0, max_attempts=3)
-    lease = jobs.claim(job_id, "test")
+    lease = leases.claim(job_id, "test")
     rows = [("train_loss", start + i, (start + i) / 100, (start + i) * 1e-3, float(v))
             for i, v in enumerate(values)]
     for k in range(0, len(rows), 20000):
-        jobs.log(lease, rows[k:k + 20000], {"step": start + len(values)})
+        writes.log(lease, rows[k:k + 20000], {"step": start + len(values)})
     return job_id
 
 
@@ -399,9 +451,10 @@ def test_paging_ten_thousand_jobs(client, monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
     """Pages are disjoint and complete; the page asks the database for one page only."""
     import sqlalchemy as sa
+    from gradq.service.status import JobStatus
     from gradq.service.store import queries
     from gradq.service.store.db import session_scope
-    from gradq.service.store.models import Job, JobStatus
+    from gradq.service.store.models import Job
 
     monkeypatch.setenv("GRADQ_HOME", str(tmp_path / "many"))
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

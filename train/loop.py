@@ -2,12 +2,18 @@
 (``ReplicaTrainer``): when to step, log, stop and checkpoint.
 
 Both trainers parameterise one loop (``run_loop``) with a ``Body`` that knows what a step,
-a log point and a checkpoint are for them. A single run is *not* a stack of one: a
-``Network(replicas=1)`` step goes through the batched (3-d) products and per-replica
-broadcasts, measured 3–9% slower per step than the plain 2-d network (784-128-128-10 @ 128,
-Adam, float32, NumPy, one BLAS thread, interleaved), and the single run's features
-(dropout, early stopping, diagnostics, second-order methods, resume) would all have to
-move into the stack.
+a log point and a checkpoint are for them; their set-up, first-order step, log point and
+outcome are one each, in ``engine``. A single run is *not* a stack of one, for two
+reasons. Its results: a ``Network(replicas=1)`` computes through batched (3-d) products,
+whose float32 rounding differs from the plain 2-d products' (the final train loss of the
+benchmark below differs in its last digits), and a single run's results stay bit-identical
+to what they were. Its speed: ``python benchmarks/stack_of_one.py --device cpu --threads 1
+--repeats 21 --sizes 784,128,128,10`` (and ``64,32,32,10``), Adam, float32, minibatches of
+128, NumPy, on the shared 2-core machine at load 4.5–6, measured the stack of one at
+0.97–1.25x the single run's time per epoch (median of seven runs 1.09x; earlier,
+interleaved at low load: 3–9% slower per step). And the single run's features (dropout,
+early stopping, diagnostics, second-order methods, resume) would all have to move into
+the stack.
 
 Also here: what a log point measures (``Evaluation``: the held-out parts and, for
 ``training.train_metrics: full``, the training part, in one forward pass over their rows
@@ -28,7 +34,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from gradq.nn.backend import array_module, to_numpy
-from gradq.service.settings import get_settings
 from gradq.train.faults import failpoint
 
 
@@ -46,7 +51,10 @@ class Plan:
     checkpoint_interval_s: float = 0.0  # and at least this long since the previous one
 
     @classmethod
-    def of(cls, spec: dict[str, Any], steps_per_epoch: int) -> Plan:
+    def of(cls, spec: dict[str, Any], steps_per_epoch: int,
+           checkpoint_interval_s: float = 0.0) -> Plan:
+        """The plan of ``spec``; ``checkpoint_interval_s`` comes from the caller (the
+        runner reads it from the settings; the engine reads none)."""
         training = spec["training"]
         epochs = int(training["epochs"])
         total = epochs * steps_per_epoch
@@ -54,7 +62,7 @@ class Plan:
             total = min(total, int(training["max_steps"]))
         return cls(epochs, steps_per_epoch, total, training["log_every"],
                    int(training["checkpoint_every"]), bool(spec.get("_checkpoint_end")),
-                   get_settings().checkpoint_interval_s)
+                   float(checkpoint_interval_s))
 
 
 class Body(Protocol):

@@ -22,7 +22,9 @@ import numpy as np
 from gradq.nn.backend import to_numpy
 from gradq.nn.preprocess import Splits
 from gradq.nn.svm import KernelSVM
-from gradq.train.trainer import Hooks, MetricRow, NullHooks, Outcome, Trainer, architecture
+from gradq.train.engine import architecture
+from gradq.train.interface import Hooks, MetricRow, NullHooks, Outcome
+from gradq.train.trainer import Trainer
 
 PARTS = ("train", "val", "test")
 BOOTSTRAP_SALT = 2_147_483_647  # keeps the resampling stream apart from the trainer's streams
@@ -31,8 +33,9 @@ PROB_FLOOR = 1e-300  # log(0) guard for an ensemble probability of exactly 0
 
 
 def train(spec: dict[str, Any], data: Splits, xp: ModuleType, hooks: Hooks,
-          resume: bytes | None = None) -> Outcome:
-    """Run the procedure of ``spec`` on prepared data and return its outcome."""
+          resume: bytes | None = None, checkpoint_interval_s: float = 0.0) -> Outcome:
+    """Run the procedure of ``spec`` on prepared data and return its outcome
+    (``checkpoint_interval_s``: see ``Trainer``)."""
     if spec["model"]["kind"] == "kernel_svm":
         if spec["regularization"]["bagging"]:
             raise ValueError("regularization.bagging: bags networks only, not "
@@ -42,8 +45,8 @@ def train(spec: dict[str, Any], data: Splits, xp: ModuleType, hooks: Hooks,
         # Resume is not supported for bagging: a checkpoint would hold one member's state
         # only, so a bagged job that is handed to another worker starts again from member 0
         # (metric rows already stored are kept: the table ignores duplicates).
-        return train_bagging(spec, data, xp, hooks)
-    return Trainer(spec, data, xp, hooks).run(resume)
+        return train_bagging(spec, data, xp, hooks, checkpoint_interval_s)
+    return Trainer(spec, data, xp, hooks, checkpoint_interval_s).run(resume)
 
 
 # --------------------------------------------------------------------- kernel SVM
@@ -117,7 +120,7 @@ def member_seed(seed: int, member: int) -> int:
 
 
 def train_bagging(spec: dict[str, Any], data: Splits, xp: ModuleType,
-                  hooks: Hooks | None = None) -> Outcome:
+                  hooks: Hooks | None = None, checkpoint_interval_s: float = 0.0) -> Outcome:
     """Train k members on bootstrap resamples and average their predictions.
 
     The final losses and accuracies are the ensemble's, from the averaged probabilities
@@ -153,7 +156,8 @@ def train_bagging(spec: dict[str, Any], data: Splits, xp: ModuleType,
         member_spec = copy.deepcopy(spec)
         member_spec["seed"] = member_seed(seed, i)
         member_spec["regularization"]["bagging"] = None
-        trainer = Trainer(member_spec, member_data, xp, MemberHooks(hooks, i, k))
+        trainer = Trainer(member_spec, member_data, xp, MemberHooks(hooks, i, k),
+                          checkpoint_interval_s)
         out = trainer.run()
         samples += out.samples
         if out.status != "succeeded":

@@ -1,4 +1,5 @@
-"""Batched replicas: children of a comparison trained together as stacked arrays (SPEC §9).
+"""Batched replicas: children of a comparison trained together as stacked arrays
+(docs/architecture.md).
 
 A comparison runs one child per arm × seed, all of one architecture. Instead of R runs of
 one network, ``ReplicaTrainer`` trains one ``Network(replicas=R)``: parameters (R, P),
@@ -19,11 +20,13 @@ and any child that resumes from a checkpoint. Replicas must share everything but
 labels (keys starting with ``_``, ``_fold`` aside), the optimizer, the penalties
 ``regularization.l2``/``l1`` ((R, 1) arrays where they differ) and the initialisation
 (``model.init``, ``bias_init``, ``output_bias``: each replica's initial parameters come from
-its own spec). The training loop itself is ``loop.run_loop``, shared with ``Trainer``.
+its own spec). The training loop itself is ``loop.run_loop``, and the set-up, the step,
+the log point and the outcome are ``engine``'s, all shared with ``Trainer``.
 
 How many replicas go together: as many as ``max_replicas`` estimates fit a memory budget
 (half the free device memory on a GPU, a quarter of the available RAM on the CPU, at most
-4 GiB), capped by ``GRADQ_MAX_REPLICAS`` (default 64; 1 switches batching off).
+4 GiB), capped by the caller's ``cap`` (the runner passes the ``GRADQ_MAX_REPLICAS``
+setting, default 64; 1 switches batching off).
 
 A replica that stops early — diverged, cancelled, or whose lease was lost (its hooks
 raise) — keeps its end state and is no longer logged; the others carry on. Its rows of the
@@ -34,45 +37,42 @@ they cannot disturb the others).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from gradq.nn import optimizers as first_order
 from gradq.nn.backend import to_numpy
-from gradq.nn.network import Architecture, Network
+from gradq.nn.network import Network
 from gradq.nn.preprocess import Splits
-from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm
-from gradq.service.settings import get_settings
-from gradq.train.loop import (
-    Measures,
-    Plan,
-    Snapshot,
-    blas_threads,
-    checkpoint_snapshot,
-    host_copy,
-    run_loop,
-)
-from gradq.train.trainer import (
-    Diverged,
-    Hooks,
-    MetricRow,
-    Outcome,
+from gradq.train.engine import (
+    Engine,
+    Group,
     architecture,
     batch_size,
-    final_metrics,
-    finite_only,
+    first_order_step,
     first_order_warnings,
     host_state,
     initial_flat,
+    log_point,
+    make_outcome,
     minibatch_order,
-    targets,
 )
+from gradq.train.interface import (
+    CheckpointEntry,
+    EachReplicaHooks,
+    Hooks,
+    LogEntry,
+    MetricRow,
+    Outcome,
+    ReplicaEnd,
+    ReplicaHooks,
+)
+from gradq.train.loop import blas_threads, checkpoint_snapshot, host_copy, run_loop
 
 LABELS = ("seed", "name")  # differ freely, as does every "_" key but _fold, _checkpoint_end
 STRUCTURAL = ("amsgrad", "centered")  # flags that change an optimizer's state layout
@@ -124,9 +124,9 @@ def optimizer_group(opt: dict[str, Any]) -> str:
     return json.dumps(fixed, sort_keys=True, default=str)
 
 
-def max_replicas(spec: dict[str, Any], data: Splits, xp: ModuleType) -> int:
-    """How many replicas of ``spec``'s network fit the memory budget (at least 1)."""
-    cap = get_settings().max_replicas
+def max_replicas(spec: dict[str, Any], data: Splits, xp: ModuleType, cap: int = 64) -> int:
+    """How many replicas of ``spec``'s network fit the memory budget (at least 1), at most
+    ``cap`` (the runner passes the ``max_replicas`` setting)."""
     if cap <= 1:
         return 1
     arch = architecture(spec, data)
@@ -160,58 +160,7 @@ def _memory_budget(xp: ModuleType) -> int:
         return 1 << 30
 
 
-# ---------------------------------------------------------------------- hooks
-LogEntry = tuple[int, list[MetricRow], dict[str, Any]]  # replica, rows, progress
-CheckpointEntry = tuple[int, int, int, Snapshot]  # replica, epoch, step, data
-
-
-class ReplicaHooks(Protocol):
-    """Where a batch reports: one call per log interval or checkpoint for all replicas
-    (the runner writes them in one transaction). Replicas are numbered as given to
-    ``ReplicaTrainer``. A replica's answer is its cancel flag (``log``) or None
-    (``checkpoint``), or the exception that ends it (a lost lease): the others go on."""
-
-    def log(self, entries: list[LogEntry]) -> list[bool | BaseException]: ...
-
-    def checkpoint(self, entries: list[CheckpointEntry]) -> list[BaseException | None]: ...
-
-
-class EachReplicaHooks:
-    """``ReplicaHooks`` over one trainer ``Hooks`` per replica (library use and tests)."""
-
-    def __init__(self, hooks: list[Hooks]) -> None:
-        self.hooks = hooks
-
-    def log(self, entries: list[LogEntry]) -> list[bool | BaseException]:
-        out: list[bool | BaseException] = []
-        for r, rows, progress in entries:
-            try:
-                out.append(bool(self.hooks[r].log(rows, progress)))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-    def checkpoint(self, entries: list[CheckpointEntry]) -> list[BaseException | None]:
-        out: list[BaseException | None] = []
-        for r, epoch, step, data in entries:
-            try:
-                self.hooks[r].checkpoint(epoch, step, data)
-                out.append(None)
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-
 # ------------------------------------------------------------------ the trainer
-@dataclass
-class ReplicaEnd:
-    """How one replica left the batch: an outcome, or the exception its hooks raised."""
-
-    outcome: Outcome | None = None
-    error: BaseException | None = None
-    traceback: str | None = None
-
-
 @dataclass
 class _Replica:
     index: int  # where the caller listed it
@@ -230,21 +179,13 @@ class _Replica:
     end: ReplicaEnd = field(default_factory=ReplicaEnd)
 
 
-@dataclass
-class _Group:
-    """Replicas ``start:stop`` of the stack, updated by one optimizer transform."""
-
-    start: int
-    stop: int
-    transform: first_order.Transform
-    state: Any = None
-
-
-class ReplicaTrainer:
-    """Trains R compatible specs (``batch_key`` equal) together; see the module docstring."""
+class ReplicaTrainer(Engine):
+    """Trains R compatible specs (``batch_key`` equal) together; see the module docstring.
+    ``checkpoint_interval_s``: as for ``Trainer``."""
 
     def __init__(self, specs: list[dict[str, Any]], datas: list[Splits], xp: ModuleType,
-                 hooks: ReplicaHooks | list[Hooks]) -> None:
+                 hooks: ReplicaHooks | list[Hooks], checkpoint_interval_s: float = 0.0
+                 ) -> None:
         if not specs or len(specs) != len(datas):
             raise ValueError("one spec and one data split per replica")
         if isinstance(hooks, list):
@@ -261,62 +202,19 @@ class ReplicaTrainer:
         self.specs = [specs[i] for i in order]
         self.datas = [datas[i] for i in order]
         self.replicas = [_Replica(i, specs[i]) for i in order]
-        self.xp = xp
-        spec = self.specs[0]
-        self.spec = spec
         self.R = len(specs)
-        self.task = self.datas[0].task
-        self.arch: Architecture = architecture(spec, self.datas[0])
+        arch = architecture(self.specs[0], self.datas[0])
         for d in self.datas[1:]:
-            if architecture(spec, d) != self.arch or _shapes(d) != _shapes(self.datas[0]):
+            if architecture(self.specs[0], d) != arch or _shapes(d) != _shapes(self.datas[0]):
                 raise Incompatible("replicas' data splits differ in shape")
-        self.dtype = np.dtype(spec["dtype"])
-        self.net = Network(self.arch, dtype=spec["dtype"], xp=xp, replicas=self.R)
-        self.l2 = self._per_replica("regularization", "l2")
-        self.l1 = self._per_replica("regularization", "l1")
-        self.clip = spec["regularization"]["clip_grad_norm"]
-        self.n_train = len(self.datas[0].X_train)
-        self.batch = batch_size(spec, self.n_train)
-        self.steps_per_epoch = math.ceil(self.n_train / self.batch)
-        self.plan = Plan.of(spec, self.steps_per_epoch)
-        self.shared = all(_same_data(self.datas[0], d) for d in self.datas[1:])
-        self.sets = self._device_sets()
-        self.measures = Measures(self.net, self.sets, self.task, xp,
-                                 spec["training"].get("train_metrics", "full"))
+        super().__init__(self.specs, self.datas, xp, arch, stacked=True,
+                         shared=all(_same_data(self.datas[0], d) for d in self.datas[1:]),
+                         checkpoint_interval_s=checkpoint_interval_s)
         self.groups = self._groups()
 
     # ------------------------------------------------------------- set-up
-    def _device_sets(self) -> dict[str, tuple[Any, Any]]:
-        """Each part as (X, y): X (n, d) shared by every replica or (R, n, d) stacked, y
-        always (R, n) or (R, n, k) (a broadcast view where shared)."""
-        xp, out = self.xp, self.arch.output
-        sets: dict[str, tuple[Any, Any]] = {}
-        for part in ("train", "val", "test"):
-            if not len(getattr(self.datas[0], f"X_{part}")):
-                continue
-            if self.shared:
-                d = self.datas[0]
-                X = xp.asarray(getattr(d, f"X_{part}"), dtype=self.dtype)
-                y = xp.asarray(targets(out, getattr(d, f"y_{part}"), self.dtype))
-                sets[part] = (X, xp.broadcast_to(y, (self.R, *y.shape)))
-            else:
-                X = xp.asarray(np.stack([getattr(d, f"X_{part}") for d in self.datas]),
-                               dtype=self.dtype)
-                y = xp.asarray(np.stack([targets(out, getattr(d, f"y_{part}"), self.dtype)
-                                         for d in self.datas]))
-                sets[part] = (X, y)
-        return sets
-
-    def _per_replica(self, section: str, key: str) -> Any:
-        """A numeric setting: a Python float where every replica agrees (as a single run
-        has it), else an (R, 1) array that broadcasts against the (R, P) buffer."""
-        values = [float(s[section][key]) for s in self.specs]
-        if all(v == values[0] for v in values):
-            return values[0]
-        return self.xp.asarray(values, dtype=self.dtype).reshape(-1, 1)
-
-    def _groups(self) -> list[_Group]:
-        groups: list[_Group] = []
+    def _groups(self) -> list[Group]:
+        groups: list[Group] = []
         start = 0
         while start < self.R:
             key = optimizer_group(self.specs[start]["optimizer"])
@@ -333,8 +231,8 @@ class ReplicaTrainer:
                     hyper[k] = values[0]  # one scalar, as a single run has it
                 else:
                     hyper[k] = self.xp.asarray(values, dtype=self.dtype).reshape(-1, 1)
-            groups.append(_Group(start, stop, first_order.make_optimizer(name, hyper,
-                                                                         schedule)))
+            groups.append(Group(slice(start, stop),
+                                first_order.make_optimizer(name, hyper, schedule)))
             start = stop
         return groups
 
@@ -355,20 +253,8 @@ class ReplicaTrainer:
         return (X.reshape(-1, X.shape[-1])[idx], y.reshape(-1, *y.shape[2:])[idx])
 
     def step(self, X: Any, y: Any) -> None:
-        """One minibatch step of every replica: the step of ``FirstOrderStepper``."""
-        net, m = self.net, self.measures
-        if m.running:  # the minibatch's loss and accuracy count towards train_*
-            loss, hits = net.loss_and_grad(X, y, train=True, update_running=True,
-                                           hits=m.classify)
-            m.add(loss, hits, int(y.shape[1]))
-        else:
-            net.loss_and_grad(X, y, train=True, update_running=True)
-        add_penalty_gradient(net.grads, net.params, net.n_weights, self.l2, self.l1)
-        if self.clip is not None:
-            clip_by_global_norm(net.grads, float(self.clip))
-        for g in self.groups:
-            g.state = first_order.apply_updates(g.transform, net.grads[g.start:g.stop],
-                                                g.state, net.params[g.start:g.stop])
+        """One minibatch step of every replica: ``engine.first_order_step``, as one run's."""
+        first_order_step(self, X, y, int(y.shape[1]), self.groups)
 
     # ----------------------------------------------------------------- run
     def run(self) -> list[ReplicaEnd]:
@@ -383,7 +269,7 @@ class ReplicaTrainer:
                                for s, d in zip(self.specs, self.datas, strict=True)]))
         initial = _split_arrays(net.arrays(), self.R)
         for g in self.groups:
-            g.state = g.transform.init(net.params[g.start:g.stop])
+            g.state = g.transform.init(net.params[g.part])
         body = _StackBody(self)
         epoch, step = run_loop(self.plan, body)
         now = time.perf_counter() - body.t0
@@ -405,26 +291,21 @@ class ReplicaTrainer:
         """One log point of every active replica, reported in one hooks call."""
         names, values = self.measures.measure(step)
         now = time.perf_counter() - t0
-        ep = step / self.steps_per_epoch
         entries: list[LogEntry] = []
-        at: list[int] = []
+        at: list[tuple[int, str | None]] = []
         for r, rep in enumerate(self.replicas):
             if not rep.active:
                 continue
             pairs = [(k, float(values[j, r])) for j, k in enumerate(names)]
-            rep.last_rows = [(k, step, ep, now, v) for k, v in pairs]
-            rep.progress = {"epoch": epoch, "epochs": self.plan.epochs, "step": step,
-                            "steps": self.plan.total_steps, **dict(pairs)}
-            if not math.isfinite(rep.progress["train_loss"]):  # diverges: as Trainer,
-                rep.progress = finite_only(rep.progress)  # JSON documents hold no NaN
+            rep.last_rows, rep.progress, diverged = log_point(pairs, self.plan, epoch, step,
+                                                              now)
             entries.append((rep.index, rep.last_rows, rep.progress))
-            at.append(r)
-        for r, answer in zip(at, self.hooks.log(entries), strict=True):
-            train_loss = float(values[names.index("train_loss"), r])
+            at.append((r, diverged))
+        for (r, diverged), answer in zip(at, self.hooks.log(entries), strict=True):
             if isinstance(answer, BaseException):  # its lease lost: drop it
                 self._drop(r, answer)
-            elif not math.isfinite(train_loss):  # logged, then ended as Trainer does
-                self._stop(r, epoch, step, now, "diverged", str(Diverged(step, train_loss)))
+            elif diverged is not None:  # logged, then ended as one run does
+                self._stop(r, epoch, step, now, "diverged", diverged)
             elif answer:
                 self._stop(r, epoch, step, now, "cancelled")
 
@@ -452,7 +333,7 @@ class ReplicaTrainer:
         for g in self.groups:
             leaves = host_state(g.state)
             opt.extend({k: (v[j] if v.ndim else v) for k, v in leaves.items()}
-                       for j in range(g.stop - g.start))
+                       for j in range(g.part.stop - g.part.start))
         entries: list[CheckpointEntry] = []
         at: list[int] = []
         for r, rep in enumerate(self.replicas):
@@ -468,17 +349,12 @@ class ReplicaTrainer:
         rep = self.replicas[r]
         one = Network(self.arch, dtype=self.dtype.name)  # host copy of this replica alone
         one.set_flat(to_numpy(rep.params), to_numpy(rep.running))
-        final = final_metrics(rep.progress)
-        final.update({"epochs": rep.epoch, "steps": rep.step, "best_epoch": rep.epoch})
-        extra: dict[str, Any] = {}
-        warnings = first_order_warnings(rep.spec["optimizer"]["name"], self.batch,
-                                        self.n_train)
-        if warnings:
-            extra["warnings"] = warnings
-        return Outcome(status=rep.status, final=final, params=self.net.size,
-                       arrays=one.arrays(), initial=initial, run_s=rep.run_s,
-                       samples=rep.samples, error=rep.error, last_rows=rep.last_rows,
-                       progress=rep.progress, extra=extra)
+        return make_outcome(
+            self, status=rep.status, error=rep.error, epoch=rep.epoch, step=rep.step,
+            progress=rep.progress, last_rows=rep.last_rows, arrays=one.arrays(),
+            initial=initial, run_s=rep.run_s, samples=rep.samples,
+            warnings=first_order_warnings(rep.spec["optimizer"]["name"], self.batch,
+                                          self.n_train))
 
 
 class _StackBody:

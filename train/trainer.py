@@ -1,10 +1,13 @@
-"""The training loop: one job's spec and data in, curves, checkpoints and a result out.
+"""One run: one job's spec and data in, curves, checkpoints and a result out.
 
-The loop knows nothing of the database: it reports through ``Hooks`` (the runner connects
-them to fenced writes). Per SPEC §9 nothing synchronises host and device inside the step
-loop: minibatch losses accumulate on the device, and metrics are read once per log
-interval. Minibatch order and dropout masks are derived from (seed, epoch), so a job resumed
-from a checkpoint at an epoch boundary continues exactly as if it had never stopped.
+The run knows nothing of the database: it reports through ``interface.Hooks`` (the runner
+connects them to fenced writes). Its set-up, first-order step, log point and ``Outcome``
+are ``engine``'s, shared with a stack of replicas (``replicas``); what is its own here:
+early stopping, dropout streams, diagnostics, second-order and proximal steps, resume.
+Per docs/architecture.md nothing synchronises host and device inside the step loop: minibatch losses
+accumulate on the device, and metrics are read once per log interval. Minibatch order
+and dropout masks are derived from (seed, epoch), so a job resumed from a checkpoint at an
+epoch boundary continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -12,207 +15,45 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from gradq.nn import optimizers as first_order
 from gradq.nn import second_order
 from gradq.nn.diagnostics import curvature, lanczos_extremes
-from gradq.nn.network import (
-    Architecture,
-    Network,
-    hvp,
-    initial_parameters,
-    marginal_output_bias,
-)
+from gradq.nn.network import hvp
 from gradq.nn.preprocess import Splits
-from gradq.nn.regularizers import add_penalty_gradient, clip_by_global_norm, penalty
-from gradq.train.loop import (
-    Measures,
-    Plan,
-    Snapshot,
-    blas_threads,
-    checkpoint_snapshot,
-    host_copy,
-    run_loop,
+from gradq.nn.regularizers import add_penalty_gradient, penalty
+from gradq.train.engine import (
+    Engine,
+    Group,
+    architecture,
+    final_metrics,
+    first_order_step,
+    first_order_warnings,
+    host_state,
+    initial_flat,
+    log_point,
+    make_outcome,
+    minibatch_order,
 )
-
-MetricRow = tuple[str, int, float, float, float]  # name, step, epoch, time_s, value
-
-
-class Hooks(Protocol):
-    """Where the loop reports; every call may raise to stop it (e.g. a lost lease)."""
-
-    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
-        """Store one log interval; return True when cancellation was requested."""
-
-    def checkpoint(self, epoch: int, step: int, data: Snapshot) -> None:
-        """Store a checkpoint (``bytes(data)`` serialises it, on the caller's thread)."""
+from gradq.train.interface import Hooks, MetricRow, NullHooks, Outcome
+from gradq.train.loop import Snapshot, blas_threads, checkpoint_snapshot, run_loop
 
 
-class NullHooks:
-    """Hooks that store nothing (library use and tests)."""
+class Trainer(Engine):
+    """Trains one network described by a normalised spec on prepared data.
 
-    def __init__(self) -> None:
-        self.rows: list[MetricRow] = []
-        self.checkpoints: list[tuple[int, int, bytes]] = []
-
-    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
-        self.rows.extend(rows)
-        return False
-
-    def checkpoint(self, epoch: int, step: int, data: Snapshot) -> None:
-        self.checkpoints.append((epoch, step, bytes(data)))
-
-
-@dataclass
-class Outcome:
-    """How a run ended, and what it leaves behind."""
-
-    status: str  # succeeded | diverged | failed | cancelled
-    final: dict[str, Any]
-    params: int
-    arrays: dict[str, np.ndarray]
-    initial: dict[str, np.ndarray]
-    run_s: float
-    samples: int
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    last_rows: list[MetricRow] = field(default_factory=list)
-    progress: dict[str, Any] = field(default_factory=dict)
-
-
-class Diverged(Exception):
-    def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"loss became {value} at step {step}")
-        self.step = step
-
-
-def architecture(spec: dict[str, Any], data: Splits) -> Architecture:
-    """The network a spec asks for, its output resolved against the task."""
-    m = spec["model"]
-    output = m["output"]
-    if output == "auto":
-        if data.task == "regression":
-            output = "linear"
-        else:
-            output = "sigmoid" if data.n_classes == 2 else "softmax"
-    n_out = _n_out(output, data)
-    hidden = tuple(m["hidden"])
-    acts = m["activation"]
-    if isinstance(acts, str):
-        acts = [acts] * len(hidden)
-    return Architecture(data.n_features, hidden, n_out, tuple(acts), output,
-                        batch_norm=bool(m["batch_norm"]) and bool(hidden),
-                        dropout_input=float(m["dropout"]["input"]),
-                        dropout_hidden=float(m["dropout"]["hidden"]))
-
-
-def _n_out(output: str, data: Splits) -> int:
-    if output == "softmax":
-        if data.task != "classification":
-            raise ValueError("model.output: softmax needs a classification task")
-        return int(data.n_classes)
-    if output == "sigmoid":
-        if data.task != "classification" or data.n_classes != 2:
-            raise ValueError("model.output: sigmoid needs a binary classification task")
-        return 1
-    if data.task == "classification":
-        raise ValueError("model.output: linear needs a regression task")
-    return 1 if data.y_train.ndim == 1 else int(data.y_train.shape[1])
-
-
-def targets(output: str, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Labels as the loss wants them: int classes (softmax), (n,1) floats (sigmoid, linear)."""
-    if output == "softmax":
-        return y.astype(np.int64)
-    y = y.astype(dtype)
-    return y.reshape(len(y), -1)
-
-
-def batch_size(spec: dict[str, Any], n_train: int) -> int:
-    """Rows per minibatch: ``training.batch_size``, or every training row for ``full``."""
-    bs = spec["training"]["batch_size"]
-    return n_train if bs == "full" else min(int(bs), n_train)
-
-
-def initial_flat(spec: dict[str, Any], data: Splits, arch: Architecture, batch: int
-                 ) -> np.ndarray:
-    """A job's initial parameters, a function of its seed (and training data) alone."""
-    m = spec["model"]
-    rng = np.random.default_rng([spec["seed"], 104729])
-    ob: Any = "zeros"
-    if m["output_bias"] == "marginal":
-        ob = marginal_output_bias(arch.output, data.y_train, arch.n_out)
-    lsuv = None
-    if m["init"] == "lsuv":
-        take = min(len(data.X_train), max(batch, 256))
-        lsuv = data.X_train[rng.permutation(len(data.X_train))[:take]]
-    return initial_parameters(arch, rng, init=m["init"], bias_init=m["bias_init"],
-                              output_bias=ob, lsuv_batch=lsuv)
-
-
-def minibatch_order(seed: int, epoch: int, n_train: int) -> np.ndarray:
-    """The order in which epoch ``epoch`` visits the training rows (from seed and epoch)."""
-    return np.random.default_rng([seed, epoch, 15485863]).permutation(n_train)
-
-
-def finite_only(progress: dict[str, Any]) -> dict[str, Any]:
-    """A diverged run's progress without its NaN and ±inf: the progress and final
-    documents are JSON, which has neither (the metric rows keep them, stored explicitly)."""
-    return {k: v for k, v in progress.items()
-            if not (isinstance(v, float) and not math.isfinite(v))}
-
-
-def final_metrics(progress: dict[str, Any]) -> dict[str, Any]:
-    """The losses and accuracies of a progress document (a result's ``final`` figures)."""
-    return {k: v for k, v in progress.items() if k.endswith(("_loss", "_accuracy"))}
-
-
-def first_order_warnings(name: str, batch: int, n_train: int) -> list[str]:
-    """What a result says about a first-order optimizer used outside its domain."""
-    if name == "delta_bar_delta" and batch < n_train:
-        return ["delta_bar_delta is a full-batch rule; it ran on minibatches"]
-    return []
-
-
-def host_state(state: Any) -> dict[str, np.ndarray]:
-    """An optimizer state's leaves as host copies (a checkpoint's ``opt.*`` entries)."""
-    return {k: host_copy(v) if hasattr(v, "dtype") else np.asarray(v)
-            for k, v in first_order.state_to_arrays(state).items()}
-
-
-class Trainer:
-    """Trains one network described by a normalised spec on prepared data."""
+    ``checkpoint_interval_s``: the least time between two checkpoints (the runner passes
+    the setting; 0 checkpoints every ``training.checkpoint_every`` epochs)."""
 
     def __init__(self, spec: dict[str, Any], data: Splits, xp: ModuleType,
-                 hooks: Hooks | None = None) -> None:
-        self.spec = spec
+                 hooks: Hooks | None = None, checkpoint_interval_s: float = 0.0) -> None:
+        super().__init__([spec], [data], xp, architecture(spec, data), stacked=False,
+                         checkpoint_interval_s=checkpoint_interval_s)
         self.data = data
-        self.xp = xp
         self.hooks = hooks or NullHooks()
-        self.arch = architecture(spec, data)
-        self.dtype = np.dtype(spec["dtype"])
-        self.net = Network(self.arch, dtype=spec["dtype"], xp=xp)
-        reg = spec["regularization"]
-        self.l2, self.l1 = float(reg["l2"]), float(reg["l1"])
-        self.clip = reg["clip_grad_norm"]
-        out = self.arch.output
-        self.sets: dict[str, tuple[Any, Any]] = {}
-        for part in ("train", "val", "test"):
-            X = getattr(data, f"X_{part}")
-            if len(X):
-                self.sets[part] = (xp.asarray(X, dtype=self.dtype),
-                                   xp.asarray(targets(out, getattr(data, f"y_{part}"),
-                                                      self.dtype)))
-        self.n_train = len(data.X_train)
-        self.batch = batch_size(spec, self.n_train)
-        self.steps_per_epoch = math.ceil(self.n_train / self.batch)
-        self.plan = Plan.of(spec, self.steps_per_epoch)
-        self.measures = Measures(self.net, self.sets, data.task, xp,
-                                 spec["training"].get("train_metrics", "full"))
 
     # ------------------------------------------------------------- helpers
     def initial_params(self) -> np.ndarray:
@@ -302,33 +143,25 @@ class Trainer:
             body.t0 -= elapsed
             resumed_from = {"epoch": epoch, "step": step}
         body.epoch, body.step_ = epoch, step
-        try:
-            with blas_threads(self.xp, self.batch, self.arch.sizes):
-                epoch, step = run_loop(self.plan, body, epoch, step)
-        except Diverged as exc:
-            body.status, body.error = "diverged", str(exc)
-            epoch, step = body.epoch, body.step_
+        with blas_threads(self.xp, self.batch, self.arch.sizes):
+            epoch, step = run_loop(self.plan, body, epoch, step)
         run_s = time.perf_counter() - body.t0
-        final = final_metrics(body.progress)
         es, best = body.es, body.best
+        measured = None
         if body.status == "succeeded" and es is not None and best["params"] is not None:
             net.params[...] = best["params"]
             net.running[...] = best["running"]
-            final.update(self.evaluate())
-        final.update({"epochs": epoch, "steps": step,
-                      "best_epoch": best["epoch"] if es is not None else epoch})
-        extra: dict[str, Any] = {}
-        if self.stepper.warnings:
-            extra["warnings"] = self.stepper.warnings
-        if resumed_from is not None:
-            extra["resumed_from"] = resumed_from
-        return Outcome(status=body.status, final=final, params=net.size, arrays=net.arrays(),
-                       initial=initial_arrays, run_s=run_s, samples=body.samples,
-                       error=body.error, last_rows=body.last_rows, progress=body.progress,
-                       extra=extra)
+            measured = self.evaluate()
+        return make_outcome(
+            self, status=body.status, error=body.error, epoch=epoch, step=step,
+            progress=body.progress, last_rows=body.last_rows, arrays=net.arrays(),
+            initial=initial_arrays, run_s=run_s, samples=body.samples,
+            warnings=self.stepper.warnings, best_epoch=best["epoch"] if es is not None else None,
+            measured=measured,
+            extra={"resumed_from": resumed_from} if resumed_from is not None else None)
 
     def _closed_form(self, initial_arrays: dict[str, np.ndarray]) -> Outcome:
-        """The exact minimiser of the regularised least-squares objective (SPEC §5)."""
+        """The exact minimiser of the regularised least-squares objective (docs/optimizers.md)."""
         from gradq.nn.linear import closed_form
 
         t0 = time.perf_counter()
@@ -342,10 +175,10 @@ class Trainer:
         rows = self._metric_rows(1, 1.0, run_s)
         progress = {"epoch": 1, "epochs": 1, "step": 1, "steps": 1,
                     **{r[0]: r[4] for r in rows}}
-        final = final_metrics(progress)
-        final.update({"epochs": 1, "steps": 1, "best_epoch": 1})
-        return Outcome("succeeded", final, self.net.size, self.net.arrays(), initial_arrays,
-                       run_s, self.n_train, last_rows=rows, progress=progress)
+        return make_outcome(self, status="succeeded", error=None, epoch=1, step=1,
+                            progress=progress, last_rows=rows, arrays=self.net.arrays(),
+                            initial=initial_arrays, run_s=run_s, samples=self.n_train,
+                            warnings=[])
 
     def _metric_rows(self, step: int, epoch: float, t: float) -> list[MetricRow]:
         return [(k, step, epoch, t, v) for k, v in self.evaluate().items()]
@@ -431,23 +264,18 @@ class _RunBody:
         self.samples += int(Xb.shape[0])
 
     def log(self, epoch: int, step: int) -> bool:
-        tr, plan = self.tr, self.tr.plan
+        tr = self.tr
         self.epoch, self.step_ = epoch, step
         names, values = tr.measures.measure(step)
         extra = tr.diagnostics(self.diag)
         now = time.perf_counter() - self.t0
-        ep = step / plan.steps_per_epoch
         pairs = [*zip(names, (float(v) for v in values), strict=True), *extra.items()]
-        rows = [(k, step, ep, now, v) for k, v in pairs]
-        self.last_rows = rows
-        self.progress = {"epoch": epoch, "epochs": plan.epochs, "step": step,
-                         "steps": plan.total_steps, **dict(pairs)}
-        train_loss = self.progress["train_loss"]
-        if not math.isfinite(train_loss):
-            self.progress = finite_only(self.progress)
-            tr.hooks.log(rows, self.progress)
-            raise Diverged(step, train_loss)
-        if tr.hooks.log(rows, self.progress):
+        self.last_rows, self.progress, diverged = log_point(pairs, tr.plan, epoch, step, now)
+        cancel = tr.hooks.log(self.last_rows, self.progress)
+        if diverged is not None:  # logged, then ended (a stack's replica ends alike)
+            self.status, self.error = "diverged", diverged
+            return True
+        if cancel:
             self.status = "cancelled"
             return True
         return False
@@ -502,24 +330,16 @@ class FirstOrderStepper:
 
     def step(self, X: Any, y: Any, rng: Any, state: Any) -> Any:
         tr, net = self.tr, self.tr.net
-        m = tr.measures
-        if m.running:  # the minibatch's loss and accuracy count towards train_*
-            loss, hits = tr.objective_and_grad(X, y, rng=rng, update_running=True,
-                                               l1=not self.proximal, hits=m.classify)
-            m.add(loss, hits, int(X.shape[0]))
-        else:
-            tr.objective_and_grad(X, y, rng=rng, update_running=True, l1=not self.proximal)
-        if tr.clip is not None:
-            clip_by_global_norm(net.grads, float(tr.clip))
-        state = first_order.apply_updates(self.transform, net.grads, state, net.params)
+        group = Group(None, self.transform, state)
+        first_order_step(tr, X, y, int(X.shape[0]), [group], rng=rng, l1=not self.proximal)
         if self.proximal:
             # proximal gradient (ISTA): w ← sign(w)·max(|w| − ε_k·l1, 0) on the weights, the
             # exact minimiser of ε_k·l1·‖w‖₁ + ½‖w − v‖², which sets weights to exactly 0
             xp = tr.xp
             w = net.params[..., : net.n_weights]
-            shrink = self.rate(state.count - 1) * tr.l1  # ε_k of the step just taken
+            shrink = self.rate(group.state.count - 1) * tr.l1  # ε_k of the step just taken
             w[...] = xp.sign(w) * xp.maximum(xp.abs(w) - shrink, 0)
-        return state
+        return group.state
 
 
 class MinimizerStepper:

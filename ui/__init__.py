@@ -1,1 +1,1 @@
-"""The read-only web dashboard (SPEC §10): pages and a JSON API over the service's queries."""
+"""The read-only web dashboard (docs/api.md): pages and a JSON API over the service's queries."""

@@ -11,11 +11,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gradq.service.errors import UsageError
+from gradq.service.errors import JobNotFound, UsageError
 from gradq.service.settings import redact
 from gradq.service.store import queries
 from gradq.service.store.db import SchemaError, ServiceUnavailable
-from gradq.service.store.jobs import JobNotFound, json_safe
+from gradq.service.store.encoding import json_safe
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route

@@ -17,7 +17,10 @@ from urllib.parse import urlencode
 import jinja2
 import yaml
 from gradq.service.errors import UsageError
+from gradq.service.present import fmt, interval
 from gradq.service.settings import get_settings, redact
+from gradq.service.status import LIVE as LIVE_STATUSES
+from gradq.service.status import NAMES
 from gradq.service.store import queries
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -26,41 +29,19 @@ from starlette.routing import Route
 from .api import BadQuery, error_status, int_param, since_param, str_param
 
 PAGE_SIZE = 50
-STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
-LIVE = ("queued", "running")
+STATUSES = NAMES
+LIVE = tuple(st.value for st in LIVE_STATUSES)
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                          autoescape=True, undefined=jinja2.StrictUndefined,
                          trim_blocks=True, lstrip_blocks=True)
 
 
-def fmt(v: Any, digits: int = 4) -> str:
-    """A number as people read it (the CLI's rule): 4 significant figures, ``-`` for none."""
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.{digits}g}"
-        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:.1f}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={fmt(x)}" for k, x in v.items())
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(fmt(x) for x in v) + "]"
-    return str(v)
-
-
-def interval(ci: Any) -> str:
-    return f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "–"
-
-
 env.filters["fmt"] = fmt
 env.filters["interval"] = interval
 env.filters["redact"] = lambda s: redact(str(s)) if s is not None else ""
 env.globals["database"] = lambda: redact(get_settings().database_url)
+env.globals["live_statuses"] = " ".join(LIVE)  # app.js polls while a job is in one
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:

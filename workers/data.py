@@ -6,10 +6,10 @@ Datasets stored by content hash, and built-ins once made, are cached on disk und
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from gradq.nn.datasets import Dataset, content_hash, load_builtin, parse_bytes
+from gradq.nn.datasets import _write_atomic as write_atomic  # the cache's one writer
 from gradq.nn.preprocess import Splits, prepare
 from gradq.service.settings import get_settings
 from gradq.service.store.datasets import fetch_dataset_bytes
@@ -33,15 +33,9 @@ def load_dataset(spec: dict[str, Any], dataset_hash: str | None) -> Dataset:
             data = None  # a damaged cache entry: fetch it again
     if data is None:
         data = fetch_dataset_bytes(dataset_hash)
-        _write_atomic(cache, data)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache, data)
     return parse_bytes(data, "npz", name=f"dataset {dataset_hash[:12]}", task=task)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(data)}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def prepare_splits(spec: dict[str, Any], ds: Dataset, fold: tuple[int, int] | None = None

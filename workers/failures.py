@@ -1,8 +1,10 @@
-"""The failure policy, in one place (after dramatiq's Retries middleware).
+"""What went wrong, in the worker's words: classifying errors for the failure policy.
 
-Errors that can never succeed end the job at once with a clear message; transient ones
-(a database or broker blip) are retried with bounded exponential backoff. A lost lease is
-neither: the job belongs to someone else now, so the worker abandons it silently.
+The decision (retry, fail or hand over) is ``service.failure_policy.decide``'s; this module
+knows the errors that need the worker's libraries to recognise (CUDA and NumPy out of
+memory, database and broker blips) and says which ``Failure`` each is, how to describe it
+to the user in one line, and retries a single write through a transient blip with bounded
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from gradq.service.failure_policy import Failure
 from gradq.service.store.db import SchemaError, ServiceUnavailable
-from gradq.service.store.jobs import LeaseLost
+from gradq.service.store.leases import LeaseLost
 
 log = logging.getLogger("gradq.worker")
 
@@ -22,8 +25,14 @@ T = TypeVar("T")
 TRANSIENT: tuple[type[BaseException], ...] = (ServiceUnavailable, ConnectionError, TimeoutError)
 
 
-class Permanent(Exception):
-    """Raised for a job that cannot succeed: its message is shown to the user as is."""
+def classify(exc: BaseException) -> Failure:
+    """The kind of failure ``exc`` is: a lost lease, a transient blip, or permanent
+    (anything else, out of memory included: the same batch would not fit again)."""
+    if isinstance(exc, LeaseLost):
+        return Failure.LEASE_LOST
+    if isinstance(exc, TRANSIENT):
+        return Failure.TRANSIENT
+    return Failure.PERMANENT
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -45,7 +54,7 @@ def describe(exc: BaseException) -> str:
     if is_out_of_memory(exc):
         return ("out of memory on the device: lower training.batch_size or the width of "
                 f"model.hidden ({named[:200]})")
-    if isinstance(exc, Permanent | ValueError | SchemaError) and first:
+    if isinstance(exc, ValueError | SchemaError) and first:
         return str(exc)
     return f"{name}: {exc}" if first else name
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from gradq.service.celery_app import MAX_PRIORITY, PRIORITY_SEP, send_job
 from gradq.service.settings import get_settings
-from gradq.service.store import jobs
+from gradq.service.store import sweeper
 from gradq.workers.failures import TRANSIENT
 
 log = logging.getLogger("gradq.worker")
@@ -63,12 +63,12 @@ def celery_command(m: Member, loglevel: str) -> list[str]:
 
 def sweep_once(lease_s: float) -> int:
     """Requeue lapsed jobs and republish queued ones whose message may be lost."""
-    frozen = jobs.end_frozen_writers(lease_s)
+    frozen = sweeper.end_frozen_writers(lease_s)
     if frozen:
         log.warning("sweeper: ended %d database session(s) frozen inside a transaction "
                     "for over %g s (server pids %s)", len(frozen), lease_s,
                     ", ".join(map(str, frozen)))
-    todo = jobs.sweep(lease_s, queue_is_empty=broker_queue_is_empty)
+    todo = sweeper.sweep(lease_s, queue_is_empty=broker_queue_is_empty)
     for job_id, queue, priority in todo:
         send_job(job_id, queue, priority)
     if todo:

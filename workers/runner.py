@@ -17,200 +17,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradq.nn.backend import device_name, get_array_module
-from gradq.service.settings import get_settings
-from gradq.service.store import jobs
-from gradq.service.store.jobs import Lease, LeaseLost
-from gradq.service.store.models import Job, JobStatus
+from gradq.service.failure_policy import Failure
+from gradq.service.publish import publish_jobs
+from gradq.service.settings import Settings, get_settings
+from gradq.service.status import JobStatus
+from gradq.service.store import leases, writes
+from gradq.service.store.encoding import to_utc
+from gradq.service.store.leases import Lease, LeaseLost
+from gradq.service.store.models import Job
 from gradq.train import replicas
-from gradq.train.faults import failpoint
-from gradq.train.loop import Snapshot, npz_bytes
+from gradq.train.interface import Outcome, ReplicaEnd
+from gradq.train.loop import npz_bytes
 from gradq.train.methods import train
-from gradq.train.trainer import MetricRow, Outcome
 from gradq.workers.data import load_dataset, prepare_splits
-from gradq.workers.failures import TRANSIENT, describe, is_out_of_memory, with_retries
-from gradq.workers.writer import WriteBehind
+from gradq.workers.failures import TRANSIENT, classify, describe, is_out_of_memory, with_retries
+from gradq.workers.hooks import BatchDbHooks, DbHooks, Heartbeat
 
 log = logging.getLogger("gradq.worker")
 
 
 def default_worker_name() -> str:
     return f"{socket.gethostname()}-{threading.get_native_id()}"
-
-
-class Heartbeat(threading.Thread):
-    """Renews the lease every lease/3 seconds while the job runs."""
-
-    def __init__(self, lease: Lease, lease_s: float) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{lease.job_id[:8]}")
-        self.lease = lease
-        self.interval = max(0.2, lease_s / 3)
-        self.stop = threading.Event()
-        self.lost = threading.Event()
-        self.cancel = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                if jobs.renew(self.lease):
-                    self.cancel.set()
-            except LeaseLost:
-                self.lost.set()
-                return
-            except TRANSIENT as exc:  # keep trying; the sweeper decides when it has lapsed
-                log.warning("heartbeat for %s failed: %s", self.lease.job_id, exc)
-
-
-class DbHooks:
-    """Trainer hooks that write through the lease, retrying transient database errors.
-
-    Writes go through a ``WriteBehind`` (see ``writer``): a log interval's rows and a
-    checkpoint are written, in order, while the next interval trains; what a write answers
-    (cancel, a lost lease, an error) is seen at the next call. ``close`` writes what is
-    left and raises what went wrong; the runner calls it before storing the run's end.
-    """
-
-    def __init__(self, lease: Lease, heartbeat: Heartbeat, lease_s: float,
-                 observer: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.lease = lease
-        self.observer = observer
-        self.heartbeat = heartbeat
-        self.deadline = 4 * lease_s
-        self.writer = WriteBehind(f"writer-{lease.job_id[:8]}")
-        self.cancel = False
-        self.error: BaseException | None = None
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-        if self.heartbeat.lost.is_set():
-            raise LeaseLost(f"job {self.lease.job_id}: lease lost")
-
-    def _write(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            if self.error is not None:
-                return  # the job is ending: nothing more goes through its lease
-            try:
-                fn()
-            except BaseException as exc:
-                self.error = exc
-        return run
-
-    def log(self, rows: list[MetricRow], progress: dict[str, Any]) -> bool:
-        self.writer.wait()  # at most one log interval in flight
-        self._check()
-
-        def write() -> None:
-            failpoint("metrics")
-            cancel = with_retries(lambda: jobs.log(self.lease, rows, progress),
-                                  deadline_s=self.deadline, what="writing metrics")
-            failpoint("metrics_written")
-            self.cancel = self.cancel or cancel
-
-        self.writer.submit(self._write(write))
-        if self.observer is not None:
-            self.observer(progress)
-        return self.cancel or self.heartbeat.cancel.is_set()
-
-    def checkpoint(self, epoch: int, step: int, data: Snapshot) -> None:
-        self._check()
-
-        def write() -> None:
-            failpoint("checkpoint")
-            blob = bytes(data)  # np.savez, here on the writer's thread
-            with_retries(lambda: jobs.save_checkpoint(self.lease, epoch, step, blob),
-                         deadline_s=self.deadline, what="writing a checkpoint")
-
-        self.writer.submit(self._write(write))
-
-    def close(self) -> None:
-        """Write what is queued; raise the first error a write met."""
-        self.writer.close()
-        self._check()
-
-
-class BatchDbHooks:
-    """``replicas.ReplicaHooks`` for a batch: at each log interval (and checkpoint) the
-    writes of every replica go in one transaction, each fenced by its own lease, on a
-    ``WriteBehind`` as ``DbHooks`` does; a replica whose lease was lost gets ``LeaseLost``
-    (at the next call) and the others carry on."""
-
-    def __init__(self, members: list[_Member], lease_s: float,
-                 observer: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.members = members
-        self.observer = observer
-        self.deadline = 4 * lease_s
-        self.writer = WriteBehind(f"writer-batch-{members[0].lease.job_id[:8]}"
-                                  if members else "writer-batch")
-        self.error: BaseException | None = None  # a write that failed for the whole batch
-
-    def _answer(self, r: int) -> bool | BaseException:
-        """What is known of replica ``r``: its error, or its cancel flag."""
-        m = self.members[r]
-        if self.error is not None:
-            return self.error
-        if m.lost or m.hb.lost.is_set():
-            return LeaseLost(f"job {m.lease.job_id}: lease lost")
-        return m.cancel or m.hb.cancel.is_set()
-
-    def _write(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            if self.error is not None:
-                return
-            try:
-                fn()
-            except BaseException as exc:  # transient past its retries, or a bug
-                self.error = exc
-        return run
-
-    def log(self, entries: list[replicas.LogEntry]) -> list[bool | BaseException]:
-        self.writer.wait()  # at most one log interval in flight
-        out = [self._answer(r) for r, _, _ in entries]
-        batch = [(self.members[r].lease, rows, progress)
-                 for (r, rows, progress), a in zip(entries, out, strict=True)
-                 if not isinstance(a, BaseException)]
-        held = [self.members[r] for (r, _, _), a in zip(entries, out, strict=True)
-                if not isinstance(a, BaseException)]
-
-        def write() -> None:
-            failpoint("metrics")
-            answers = with_retries(lambda: jobs.log_many(batch), deadline_s=self.deadline,
-                                   what="writing metrics")
-            failpoint("metrics_written")
-            for m, answer in zip(held, answers, strict=True):
-                if answer is None:
-                    m.lost = True
-                else:
-                    m.cancel = m.cancel or answer
-
-        if batch:
-            self.writer.submit(self._write(write))
-        if self.observer is not None and entries:
-            self.observer(entries[0][2])
-        return out
-
-    def checkpoint(self, entries: list[replicas.CheckpointEntry]
-                   ) -> list[BaseException | None]:
-        answers = [self._answer(r) for r, _, _, _ in entries]
-        out = [a if isinstance(a, BaseException) else None for a in answers]
-        todo = [(self.members[r], epoch, step, data)
-                for (r, epoch, step, data), a in zip(entries, out, strict=True) if a is None]
-
-        def write() -> None:
-            failpoint("checkpoint")
-            batch = [(m.lease, epoch, step, bytes(data)) for m, epoch, step, data in todo]
-            stored = with_retries(lambda: jobs.save_checkpoints(batch),
-                                  deadline_s=self.deadline, what="writing checkpoints")
-            for (m, _, _, _), ok in zip(todo, stored, strict=True):
-                if not ok:
-                    m.lost = True
-
-        if todo:
-            self.writer.submit(self._write(write))
-        return out
-
-    def close(self) -> None:
-        """Write what is queued (the batch's error, if any, stays in ``error``)."""
-        self.writer.close()
 
 
 def execute(job_id: str, worker: str | None = None, device: str | None = None,
@@ -227,7 +54,7 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
     settings = get_settings()
     worker = worker or default_worker_name()
     # a database blip must not drop the message: retry the claim as any transient write
-    lease = with_retries(lambda: jobs.claim(job_id, worker), deadline_s=4 * settings.lease_s,
+    lease = with_retries(lambda: leases.claim(job_id, worker), deadline_s=4 * settings.lease_s,
                          what="claiming a job")
     if lease is None:
         log.info("job %s not claimed (not queued, or another worker has it)", job_id)
@@ -238,43 +65,43 @@ def execute(job_id: str, worker: str | None = None, device: str | None = None,
     try:
         job = _load_job(lease.job_id)
         if batch:
-            status = _run_batch(lease, hb, job, device_pref, settings.lease_s, observer,
-                                publish)
+            status = _run_batch(lease, hb, job, device_pref, settings, observer, publish)
             if status is not None:
                 return None if status is _LOST else status
-        return _run_claimed(lease, hb, device_pref, settings.lease_s, observer, publish, job)
+        status = _run_claimed(lease, hb, device_pref, settings, observer, publish, job)
+        return None if status is _LOST else status
     except LeaseLost:
-        log.warning("job %s: lease lost; abandoning it", job_id)
+        _abandon(job_id)
         return None
     finally:
         hb.stop.set()
 
 
-def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
+def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, settings: Settings,
                  observer: Callable[[dict[str, Any]], None] | None, publish: bool,
                  job: Job | None = None, data: Any = None) -> str:
     """Train a claimed job alone (``data``: its splits, where already prepared)."""
+    lease_s = settings.lease_s
     job = job or _load_job(lease.job_id)
     spec = json.loads(job.spec)
     try:
         xp = _array_module(spec, device_pref)
-        jobs.set_device(lease, device_name(xp))
+        leases.set_device(lease, device_name(xp))
         if data is None:
             data = _prepare(spec, job)
         hooks = DbHooks(lease, hb, lease_s, observer)
-        resume = jobs.latest_checkpoint(lease.job_id)
+        resume = writes.latest_checkpoint(lease.job_id)
         if resume is not None:
             log.info("job %s resumes from epoch %d (step %d)", lease.job_id, resume[0],
                      resume[1])
         try:
-            outcome = train(spec, data, xp, hooks, resume[2] if resume else None)
+            outcome = train(spec, data, xp, hooks, resume[2] if resume else None,
+                            settings.checkpoint_interval_s)
         finally:
             hooks.writer.close()  # the run is over: let the last writes land
         hooks.close()  # raises what a write met: a lost lease, a database that stayed down
-    except LeaseLost:
-        raise
-    except Exception as exc:
-        if not isinstance(exc, TRANSIENT):
+    except Exception as exc:  # the failure policy decides: retry, fail, or abandon
+        if classify(exc) is Failure.PERMANENT:
             log.exception("job %s failed", lease.job_id)
         status = _end_with_error(lease, exc, traceback.format_exc())
         if is_out_of_memory(exc):
@@ -284,14 +111,22 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, lease_s: float,
 
 
 def _end_with_error(lease: Lease, exc: BaseException, tb: str | None) -> str:
-    """End a claimed job that raised ``exc`` (the failure policy): a transient error gives
-    it back to be tried again, any other fails it with its traceback. Its new status."""
-    if isinstance(exc, TRANSIENT):
-        status = jobs.release(lease, describe(exc), tb)
+    """End a claimed job that raised ``exc`` as the failure policy decides
+    (``service.failure_policy``): given back for another attempt, failed with its
+    traceback, or abandoned when the lease was lost. Its new status (``_LOST``: not ours)."""
+    failure = classify(exc)
+    if failure is Failure.LEASE_LOST:
+        return _abandon(lease.job_id)
+    status = writes.end_failed(lease, failure, describe(exc), tb)
+    if failure is Failure.TRANSIENT:
         log.warning("job %s: transient error, now %s: %s", lease.job_id, status.value, exc)
-        return status.value
-    jobs.finish(lease, JobStatus.FAILED, error=describe(exc), traceback=tb)
-    return JobStatus.FAILED.value
+    return status.value
+
+
+def _abandon(job_id: str) -> str:
+    """A lost lease: the job belongs to someone else now; write nothing more."""
+    log.warning("job %s: lease lost; abandoning it", job_id)
+    return _LOST
 
 
 def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool,
@@ -305,9 +140,9 @@ def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bo
               "extra": outcome.extra}
     status = JobStatus(outcome.status)
     artifacts = {"model": npz_bytes(outcome.arrays)}
-    if job.parent_id is not None:  # a comparison child keeps its start (SPEC §11): the
+    if job.parent_id is not None:  # a comparison child keeps its start (docs/guarantees.md): the
         artifacts["initial"] = npz_bytes(outcome.initial)  # paired design, checkable
-    new = with_retries(lambda: jobs.finish(lease, status, result=result, artifacts=artifacts,
+    new = with_retries(lambda: writes.finish(lease, status, result=result, artifacts=artifacts,
                                            error=outcome.error, metrics=outcome.last_rows,
                                            progress=outcome.progress),
                        deadline_s=4 * lease_s, what="storing the result")
@@ -333,7 +168,7 @@ class _Member:
     cancel: bool = False  # a write found cancellation requested
 
 
-def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s: float,
+def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, settings: Settings,
                observer: Callable[[dict[str, Any]], None] | None, publish: bool
                ) -> str | None:
     """Run the claimed child with the queued siblings that can batch with it.
@@ -342,12 +177,13 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
     cannot batch (or setting up the batch failed): then the caller runs the leader alone,
     as it would have anyway.
     """
+    lease_s = settings.lease_s
     spec = json.loads(job.spec)
     key = replicas.batch_key(spec)
     if job.parent_id is None or key is None:
         return None
     try:
-        if jobs.latest_checkpoint(lease.job_id) is not None:
+        if writes.latest_checkpoint(lease.job_id) is not None:
             return None  # a resumed child continues alone from its checkpoint
     except TRANSIENT as exc:  # the single path retries the database, or gives the job back
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
@@ -359,24 +195,22 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
         return None
     try:
-        limit = replicas.max_replicas(spec, leader.data, xp) - 1
-        leases = jobs.claim_siblings(job.parent_id, lease.worker,
-                                     lambda s: replicas.batch_key(s) == key, limit)
-    except LeaseLost:
-        raise
+        limit = replicas.max_replicas(spec, leader.data, xp, settings.max_replicas) - 1
+        siblings = leases.claim_siblings(job.parent_id, lease.worker,
+                                         lambda s: replicas.batch_key(s) == key, limit)
     except TRANSIENT as exc:
         log.info("job %s: not batching (%s)", lease.job_id, describe(exc))
-        leases = []
+        siblings = []
     except Exception:  # a bug in the batch path: say so loudly, then run the job alone
         log.exception("job %s: setting up a batch failed; running it alone", lease.job_id)
-        leases = []
-    if not leases:  # no sibling to batch with: alone, on the data prepared above
-        return _run_claimed(lease, hb, device_pref, lease_s, observer, publish, job,
+        siblings = []
+    if not siblings:  # no sibling to batch with: alone, on the data prepared above
+        return _run_claimed(lease, hb, device_pref, settings, observer, publish, job,
                             leader.data)
     members = [leader]
     alone: list[_Member] = []
     try:
-        for sl in leases:
+        for sl in siblings:
             m = _Member(sl, Heartbeat(sl, lease_s), None, None)
             m.hb.start()
             try:
@@ -386,7 +220,7 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, lease_s:
                 members.append(m)
             except Exception:  # its own run reports what is wrong with it
                 alone.append(m)
-        return _train_batch(members, alone, xp, device_pref, lease_s, observer, publish)
+        return _train_batch(members, alone, xp, device_pref, settings, observer, publish)
     finally:
         for m in [*members[1:], *alone]:
             m.hb.stop.set()
@@ -404,16 +238,17 @@ def _prepare(spec: dict[str, Any], job: Job) -> Any:
 
 
 def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_pref: str,
-                 lease_s: float, observer: Callable[[dict[str, Any]], None] | None,
+                 settings: Settings, observer: Callable[[dict[str, Any]], None] | None,
                  publish: bool) -> str:
+    lease_s = settings.lease_s
     statuses: dict[str, str | None] = {}
     held = []
     for m in members:
         try:
-            jobs.set_device(m.lease, device_name(xp))
+            leases.set_device(m.lease, device_name(xp))
             held.append(m)
         except LeaseLost:
-            statuses[m.lease.job_id] = _LOST
+            statuses[m.lease.job_id] = _abandon(m.lease.job_id)
         except TRANSIENT:  # its own run retries, or gives it back
             alone.append(m)
     log.info("training %d replicas together: %s", len(held),
@@ -421,7 +256,8 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
     hooks = BatchDbHooks(held, lease_s, observer)
     try:
         ends = replicas.ReplicaTrainer([m.spec for m in held], [m.data for m in held], xp,
-                                       hooks).run() if held else []
+                                       hooks, settings.checkpoint_interval_s
+                                       ).run() if held else []
     except replicas.Incompatible as exc:  # splits of unequal shape: each runs alone
         log.info("not batching %d replicas (%s)", len(held), exc)
         alone, ends = [*held, *alone], []
@@ -438,33 +274,28 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
         hooks.close()
     if hooks.error is not None and ends:  # a batch write failed past its retries
         tb = "".join(traceback.format_exception(hooks.error))
-        ends = [replicas.ReplicaEnd(error=hooks.error, traceback=tb) for _ in ends]
+        ends = [ReplicaEnd(error=hooks.error, traceback=tb) for _ in ends]
     for m, end in zip(held, ends, strict=False):
         statuses[m.lease.job_id] = _end_replica(m, end, lease_s, publish, len(held))
     for m in alone:
         try:
-            statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, lease_s,
+            statuses[m.lease.job_id] = _run_claimed(m.lease, m.hb, device_pref, settings,
                                                     None, publish, m.job, m.data)
         except LeaseLost:
-            statuses[m.lease.job_id] = _LOST
+            statuses[m.lease.job_id] = _abandon(m.lease.job_id)
     return statuses.get(members[0].lease.job_id) or _LOST
 
 
-def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: bool,
+def _end_replica(m: _Member, end: ReplicaEnd, lease_s: float, publish: bool,
                  stacked: int) -> str:
     """Store one replica's end through its own lease, as ``_run_claimed`` would."""
     job_id = m.lease.job_id
     try:
         if end.outcome is not None:
             return _store(m.lease, m.job, end.outcome, lease_s, publish, stacked)
-        exc = end.error
-        if isinstance(exc, LeaseLost):
-            log.warning("job %s: lease lost; abandoning it", job_id)
-            return _LOST
-        return _end_with_error(m.lease, exc, end.traceback)
+        return _end_with_error(m.lease, end.error, end.traceback)
     except LeaseLost:
-        log.warning("job %s: lease lost; abandoning it", job_id)
-        return _LOST
+        return _abandon(job_id)
     except TRANSIENT as exc:  # the sweeper hands it over once its lease lapses
         log.warning("job %s: could not store its end (%s)", job_id, exc)
         return _LOST
@@ -472,12 +303,8 @@ def _end_replica(m: _Member, end: replicas.ReplicaEnd, lease_s: float, publish: 
 
 def _publish(job_ids: list[str]) -> None:
     """Send new jobs to the queue; if the broker is down, the sweeper publishes them later."""
-    from gradq.service.celery_app import send_job
-
     try:
-        for job_id, queue, priority in jobs.runnable(job_ids):
-            send_job(job_id, queue, priority)
-        jobs.mark_enqueued(job_ids)
+        publish_jobs(job_ids)
     except TRANSIENT as exc:
         log.warning("could not publish %d new job(s) now (%s); the sweeper will", len(job_ids),
                     exc)
@@ -493,7 +320,7 @@ def _load_job(job_id: str) -> Job:
 
 
 def _queued_s(job: Job) -> float | None:
-    created, started = jobs.to_utc(job.created_at), jobs.to_utc(job.started_at)
+    created, started = to_utc(job.created_at), to_utc(job.started_at)
     if created is None or started is None:
         return None
     return round((started - created).total_seconds(), 6)

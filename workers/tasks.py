@@ -22,7 +22,7 @@ app = make_app()
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
     # A forked child must not reuse its parent's database connections; CUDA is first
-    # touched later, inside the task, so it is initialised after the fork (SPEC §8).
+    # touched later, inside the task, so it is initialised after the fork (docs/guarantees.md).
     dispose_engines()
     threads = os.environ.get("GRADQ_BLAS_THREADS")
     if threads:

@@ -21,8 +21,8 @@ tuning is done.
 **Successive halving** keeps one job per trial for its whole life, so its curves stay
 whole: the trial trains to its rung's epochs (``training.epochs`` of its spec) and ends
 ``succeeded`` with a checkpoint of that end (``_checkpoint_end``). When every trial of the
-rung has ended, ``advance`` (called by ``service.jobs`` under the comparison's row lock, in
-the transaction that records the last trial's end) promotes the top 1/eta: each goes back
+rung has ended, ``advance`` (applied by ``service.store.settle`` under the comparison's row
+lock, in the transaction that records the last trial's end) promotes the top 1/eta: each goes back
 to ``queued`` with the next rung's epochs in its spec and resumes from its checkpoint,
 recomputing nothing; the others are pruned and their checkpoints dropped. A trial waiting
 for its rung's decision must keep its checkpoint (``keeps_checkpoint``). The decisions
@@ -51,9 +51,8 @@ from gradq.service.spec import (
     lower_is_better,
     normalise_optimizer,
 )
+from gradq.service.status import FINISHED_NAMES
 from gradq.service.store.newjob import NewJob
-
-FINISHED_STATES = ("succeeded", "failed", "diverged", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -325,7 +324,7 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
         return
     trials = {k.spec["_trial"]: k for k in mine if k.spec.get("_phase") == "search"}
     alive = st["alive"]
-    if any(t not in trials or trials[t].status not in FINISHED_STATES for t in alive):
+    if any(t not in trials or trials[t].status not in FINISHED_NAMES for t in alive):
         return  # the rung is decided once every trial in it has ended
     low = lower_is_better(st["metric"])
     values = {t: _value(trials[t], st["metric"]) for t in alive}
@@ -393,7 +392,7 @@ def _advance_grid(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], metric: s
                   out: Advance) -> None:
     tuning = out.progress.setdefault("tuning", {})
     tune = [k for k in mine if k.spec.get("_phase") == "tune"]
-    if arm.label in tuning or not tune or any(k.status not in FINISHED_STATES for k in tune):
+    if arm.label in tuning or not tune or any(k.status not in FINISHED_NAMES for k in tune):
         return
     low = lower_is_better(metric)
     scores: dict[str, list[float]] = {}

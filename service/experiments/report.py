@@ -28,11 +28,14 @@ import numpy as np
 import sqlalchemy as sa
 from gradq.service.errors import UsageError
 from gradq.service.spec import lower_is_better
+from gradq.service.status import FINISHED_NAMES, JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, JobStatus, Metric, Result
+from gradq.service.store.models import Job, Metric, Result
 from gradq.service.store.queries import resolve
 from scipy import stats
 from sqlalchemy.orm import Session
+
+_BAD_ENDS = FINISHED_NAMES - {JobStatus.SUCCEEDED.value}  # a tuning run that did not count
 
 STATISTICS_PHASES = (None, "final")  # tuning runs and search trials are never pooled
 
@@ -197,7 +200,7 @@ def _new_arm() -> dict[str, Any]:
 
 
 def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
-    """An arm's search as the report shows it (SPEC §6), from the parent's progress. With a
+    """An arm's search as the report shows it (docs/results.md), from the parent's progress. With a
     pruner, a trial's value is its validation metric at the last rung it reached (the
     value the search decided on), so expected_best describes the search as it ran."""
     values = entry.get("values") or []
@@ -218,7 +221,7 @@ def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
 
 
 def build_report(parent_id: str) -> dict[str, Any]:
-    """The SPEC §6 report document, readable while the comparison runs (marked partial)."""
+    """The docs/results.md report document, readable while the comparison runs (marked partial)."""
     with session_scope() as s:
         parent = resolve(s, parent_id)
         if parent.kind == "train":
@@ -250,13 +253,13 @@ def build_report(parent_id: str) -> dict[str, Any]:
             arms[label] = _new_arm()
         phase = cspec.get("_phase")
         if phase not in STATISTICS_PHASES:  # tuning runs choose a setting, trials search
-            if phase == "tune" and status in ("failed", "diverged", "cancelled"):
+            if phase == "tune" and status in _BAD_ENDS:
                 tune_bad[label][status] = tune_bad[label].get(status, 0) + 1
             continue
         if "_arm_overrides" in cspec:
             overrides.setdefault(label, cspec["_arm_overrides"])
         arm = arms[label]
-        if status in ("queued", "running"):
+        if status not in FINISHED_NAMES:
             continue  # not finished yet: the report is marked partial, nothing is excluded
         if status != "succeeded" or res is None:
             arm["excluded"][status] = arm["excluded"].get(status, 0) + 1
@@ -340,8 +343,7 @@ def build_report(parent_id: str) -> dict[str, Any]:
         p["p_holm"] = adjusted
         p["significant"] = adjusted is not None and adjusted < 0.05
     total = len(kids)
-    done = sum(v for k, v in counts.items() if k in ("succeeded", "failed", "diverged",
-                                                     "cancelled"))
+    done = sum(v for k, v in counts.items() if k in FINISHED_NAMES)
     notes = _notes(out_arms, tune_bad, train_metric)
     rep: dict[str, Any] = {
         "id": parent.id, "status": JobStatus(parent.status).value, "metric": metric,

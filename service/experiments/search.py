@@ -1,7 +1,7 @@
 """Search spaces sampled into trials, and successive halving's rungs and decisions.
 
-Pure functions, no database: ``service.compare`` plans the trials, ``service.jobs`` makes
-the decisions under the comparison's row lock.
+Pure functions, no database: ``compare`` plans the trials and decides each rung, and
+``service.store.settle`` applies the decisions under the comparison's row lock.
 
 **Sampling.** Every arm gets the same number of trials, drawn from the comparison's seed:
 the same spec gives the same trials. An arm's space of d keys (sorted by name) is sampled

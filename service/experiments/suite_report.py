@@ -44,7 +44,7 @@ from gradq.service.errors import UsageError
 from gradq.service.experiments.report import interval
 from gradq.service.spec import lower_is_better
 from gradq.service.store.db import session_scope
-from gradq.service.store.jobs import json_safe
+from gradq.service.store.encoding import json_safe
 from gradq.service.store.models import Job, JobStatus, Metric, Result
 from gradq.service.store.queries import resolve
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from gradq.service.settings import get_settings
-from gradq.service.store.models import FINISHED, Checkpoint, Job, JobStatus
+from gradq.service.status import FINISHED, JobStatus
+from gradq.service.store.models import Checkpoint, Job
 from sqlalchemy.orm import Session
 
 

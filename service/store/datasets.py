@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from gradq.nn.datasets import BUILTIN, Dataset, content_hash, dataset_bytes, load_file
 from gradq.service.errors import NotFound, UsageError
+from gradq.service.store.create import store_dataset
 from gradq.service.store.db import session_scope
-from gradq.service.store.jobs import store_dataset
 from gradq.service.store.models import Dataset as DatasetRow
 from gradq.service.store.models import DatasetName
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy models: the schema of SPEC §7 (the migrations in ``migrations/`` create it).
+"""SQLAlchemy models: the schema of docs/guarantees.md (the migrations in ``migrations/`` create
+it).
 
 Conventions after Optuna's RDB storage: plural table names, indexed foreign keys, unique
 constraints on natural keys, an enum status column, UTC timestamps, and non-finite metric
@@ -7,9 +8,9 @@ values stored explicitly (SQLite turns NaN into NULL, so ``metrics.special`` say
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timezone
 
+from gradq.service.status import JobStatus
 from sqlalchemy import (
     Boolean,
     DateTime,
@@ -28,21 +29,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class JobStatus(str, enum.Enum):
-    """A job's lifecycle: queued → running → one of the four ends (or back to queued)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DIVERGED = "diverged"
-    CANCELLED = "cancelled"
-
-
-FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DIVERGED,
-                      JobStatus.CANCELLED})
 
 
 class Base(DeclarativeBase):

@@ -1,5 +1,5 @@
 """``NewJob``: a job to create, as planning (``service.compare``) hands it to storage
-(``service.jobs``). Imports nothing, so both can use it without importing each other."""
+(``service.store.create``). Imports nothing, so both can use it without importing each other."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Read-side queries for the CLI: job listings, status and result documents (SPEC §6)."""
+"""Read-side queries for the CLI: job listings, status and result documents (docs/results.md)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from gradq.service.errors import AmbiguousJob, BadArgument, JobNotFound, NotFound
 from gradq.service.settings import redact
+from gradq.service.status import FINISHED, JobStatus
 from gradq.service.store.db import session_scope
-from gradq.service.store.jobs import to_utc
-from gradq.service.store.models import FINISHED, Artifact, Job, JobStatus, Metric, Result
+from gradq.service.store.encoding import to_utc
+from gradq.service.store.models import Artifact, Job, Metric, Result
 
 
 def resolve(s: sa.orm.Session, job_id: str) -> Job:
@@ -209,7 +210,7 @@ def _single(s: sa.orm.Session, job: Job) -> dict[str, Any]:
 
 
 def result(job_id: str, url: str | None = None) -> dict[str, Any]:
-    """The SPEC §6 result document."""
+    """The docs/results.md result document."""
     with session_scope(url) as s:
         return _single(s, resolve(s, job_id))
 

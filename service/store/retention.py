@@ -1,4 +1,4 @@
-"""Deleting jobs and reclaiming space (SPEC §11): ``gradq rm`` and ``gradq gc``.
+"""Deleting jobs and reclaiming space (docs/guarantees.md): ``gradq rm`` and ``gradq gc``.
 
 ``remove`` deletes whole job trees (a job, or a comparison with its children) with all
 they own — metrics, results, checkpoints, artifacts — in one transaction per tree, so an
@@ -26,18 +26,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from gradq.service.errors import InvalidTransition
 from gradq.service.settings import get_settings
+from gradq.service.status import FINISHED, JobStatus
 from gradq.service.store import checkpoint_policy
+from gradq.service.store.actions import cancel
 from gradq.service.store.db import get_engine, session_scope
-from gradq.service.store.jobs import InvalidTransition, cancel
 from gradq.service.store.models import (
-    FINISHED,
     Artifact,
     Checkpoint,
     Dataset,
     DatasetName,
     Job,
-    JobStatus,
     Metric,
     Result,
 )

@@ -146,7 +146,7 @@ async function jobCurves(container) {
     if (empty && Object.keys(data).length) empty.remove();
     redraw();
     if (container.dataset.points !== before) container.dataset.updates = (+container.dataset.updates || 0) + 1;
-    if (status === "queued" || status === "running") setTimeout(tick, LIVE_MS);
+    if (container.dataset.liveStatuses.split(" ").includes(status)) setTimeout(tick, LIVE_MS);
   };
   setTimeout(tick, LIVE_MS);
 }
