@@ -24,6 +24,7 @@ from gradq.service.experiments.suite_report import (
     samples_at,
     win_probability,
 )
+from gradq.service.present import fmt as _fmt
 from scipy import stats
 
 INF = math.inf
@@ -250,6 +251,20 @@ def test_report_equals_a_recomputation_from_the_stored_children(
     for k in (1, 2, 3):
         for arm, p in want["win"][k].items():
             assert rep["win_probability"][arm][k - 1] == pytest.approx(p)
+    # And the table shows each workload's arms with their time to target, and each score
+    code, text, _ = invoke("report", rep["id"])
+    lines = text.splitlines()
+    assert code == 0 and lines[0].startswith("suite tiny (succeeded): time to target in samples")
+    for w in rep["workloads"]:
+        for a in w["arms"]:
+            t = a["time_to_target"]["samples"]
+            assert any(line.split()[:1] == [w["name"]] and a["label"] in line
+                       and f"{a['reached']}/{a['n']}" in line
+                       and (t is None or f"{t:.1f}" in line or str(int(t)) in line)
+                       for line in lines), (w["name"], a["label"])
+    for arm, score in rep["score"].items():
+        assert any(line.startswith(arm + " ") and line[len(arm):].split()[0] == _fmt(score)
+                   for line in lines), arm
     # And the plots were written, the profile beside the win probability
     written = sorted(p.name for p in (gradq_home / "reports" / rep["id"]).iterdir())
     assert written == ["profiles-win.png", "profiles.png"]
