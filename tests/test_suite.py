@@ -317,6 +317,11 @@ def test_cancel_and_rm_take_the_whole_suite(tmp_path: Path, gradq_home: Path) ->
     statuses = {st for (st,) in db.execute("SELECT status FROM jobs")}
     assert statuses == {"cancelled"}
     assert cli_json("status", suite_id)["progress"]["comparisons"]["cancelled"] == 3
+    comparison = cli_json("ls", "--parent", suite_id)[0]["id"]
+    code, out, err = invoke("rm", comparison)
+    assert code == 2 and err.strip() == (
+        f"error: job {comparison} is a workload of suite {suite_id}: delete the suite "
+        f"(gradq rm {suite_id}), or the suite's report would lose it")
     code, out, err = invoke("rm", suite_id, "--json")
     assert code == 0, err
     assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0

@@ -137,6 +137,10 @@ def _check_root(ref: str, force: bool, url: str | None) -> str:
     with session_scope(url) as s:
         job = resolve(s, ref)
         if job.parent_id is not None:
+            if job.kind == "compare":  # a suite's workload (SPEC §12)
+                raise ChildOfComparison(
+                    f"job {job.id} is a workload of suite {job.parent_id}: delete the suite "
+                    f"(gradq rm {job.parent_id}), or the suite's report would lose it")
             raise ChildOfComparison(
                 f"job {job.id} is a child of comparison {job.parent_id}: delete the parent "
                 f"(gradq rm {job.parent_id}), or the comparison's report would lose a run")
