@@ -9,7 +9,8 @@ is compared). Each method runs as ``gradq
 run`` of the suite in a fresh process and database, once per suite seed (``--repeats``,
 default 3: the search is random, so one seed says little); the figures are the mean over
 the seeds of each arm's expected-best curve (``report`` of each workload's comparison),
-and the mean best value found.
+and of the best of the first k trials in the order they were proposed (what a search
+stopped after k trials would hold: for tpe, its first waves).
 
     python benchmarks/suite_tpe.py [--quick] [--repeats R] [--trials N]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -67,12 +69,19 @@ def one(method: str, trials: int, seed: int, quick: bool) -> dict[str, Any]:
         rep = gradq("run", str(path), env=env)
         wall = time.perf_counter() - t
         out: dict[str, Any] = {"wall_s": round(wall, 2), "workloads": {}}
+        db = sqlite3.connect(Path(tmp) / "gradq.db")
         for w in rep["workloads"]:
             cmp = gradq("report", w["comparison"], env=env)
+            (progress,), = db.execute("SELECT progress FROM jobs WHERE id = ?",
+                                      (w["comparison"],))
+            values = {label.split("(")[0]: st["values"]
+                      for label, st in json.loads(progress)["search"].items()}
             out["workloads"][w["name"]] = {
                 a["label"].split("(")[0]: {"metric": a["search"]["metric"],
-                                           "expected_best": a["search"]["expected_best"]}
+                                           "expected_best": a["search"]["expected_best"],
+                                           "values": values[a["label"].split("(")[0]]}
                 for a in cmp["arms"]}
+        db.close()
     return out
 
 
@@ -96,6 +105,16 @@ def main() -> None:
                 eb = np.array([[np.nan if v is None else v for v in
                                 r["workloads"][w][arm]["expected_best"]] for r in done])
                 curves[w][arm][method] = [round(float(v), 5) for v in np.nanmean(eb, axis=0)]
+                # the best of the first k trials in the order they were proposed: what a
+                # search stopped after k trials holds (for tpe, its first waves)
+                low = not runs["random"][0]["workloads"][w][arm]["metric"].endswith("accuracy")
+                sofar = []
+                for r in done:
+                    v = np.array([np.nan if x is None else (x if low else -x)
+                                  for x in r["workloads"][w][arm]["values"]])
+                    sofar.append(np.fmin.accumulate(v) * (1 if low else -1))
+                curves[w][arm][method + "_best_of_first_k"] = [
+                    round(float(v), 5) for v in np.nanmean(np.array(sofar), axis=0)]
             curves[w][arm]["metric"] = runs["random"][0]["workloads"][w][arm]["metric"]
     _common.report("suite_tpe", {
         "benchmark": "suite_tpe", "quick": args.quick, "device": "cpu",
