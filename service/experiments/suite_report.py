@@ -290,6 +290,9 @@ def _report(suite_id: str, status: str, spec: dict[str, Any], comps: list[tuple]
                               if hit else None,
                               "seconds": hit[1] if hit else None})
             med = {u: median([x[u] for x in seeds]) for u in ("steps", "samples", "seconds")}
+            for u in ("steps", "samples"):  # counts stay whole where the median is one
+                if math.isfinite(med[u]) and float(med[u]).is_integer():
+                    med[u] = int(med[u])
             iv = interval(finals.get(label, []))
             arms_out.append({"label": label, "time_to_target": med,
                              "reached": sum(1 for x in seeds if x["steps"] is not None),
