@@ -41,14 +41,14 @@ def suite(method: str, trials: int, seed: int, quick: bool) -> dict[str, Any]:
     from gradq.service.experiments.workloads import builtin
 
     chosen = [w for w in builtin("book-mini") if w["name"] in WORKLOADS]
-    if quick:  # a few epochs of two workloads: checks that the script runs
-        chosen = chosen[:2]
+    if quick:  # an epoch of one workload, two waves: checks that the script runs
+        chosen = chosen[:1]
         for w in chosen:
-            w["spec"]["training"]["epochs"] = 2
+            w["spec"]["training"]["epochs"] = 1
     return {"kind": "suite", "name": f"tpe-vs-random-{method}", "seed": seed, "device": "cpu",
             "suite": {"workloads": chosen, "optimizers": OPTIMIZERS, "seeds": 1,
                       "search": {"method": method, "trials": trials,
-                                 **({"wave": 4} if method == "tpe" else {})},
+                                 **({"wave": 2 if quick else 4} if method == "tpe" else {})},
                       "budget": "steps"}}
 
 
