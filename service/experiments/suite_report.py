@@ -202,15 +202,14 @@ def _final_values(runs: list[dict[str, Any]], metric: str) -> dict[str, list[flo
     return out
 
 
-def _auto_target(ref_spec: dict[str, Any], runs: list[dict[str, Any]], metric: str
-                 ) -> tuple[float | None, str | None]:
+def _auto_target(runs: list[dict[str, Any]], metric: str) -> tuple[float | None, str | None]:
     """The reference comparison's best arm (by mean final metric) and its median final
     metric over seeds (AlgoPerf's way of setting targets)."""
     low = lower_is_better(metric)
     finals = _final_values(runs, metric)
     if not finals:
         return None, None
-    best = (min if low else max)(finals, key=lambda a: (float(np.mean(finals[a]))))
+    best = (min if low else max)(finals, key=lambda a: float(np.mean(finals[a])))
     return float(np.median(finals[best])), best
 
 
@@ -261,7 +260,7 @@ def _report(suite_id: str, status: str, spec: dict[str, Any], comps: list[tuple]
             doc["reference"] = {"comparison": ref[0] if ref else None,
                                 "status": ref[1] if ref else None, "arm": None}
             if ref is not None:
-                target, arm = _auto_target(ref[2], by_parent[ref[0]], metric)
+                target, arm = _auto_target(by_parent[ref[0]], metric)
                 doc["target"], doc["reference"]["arm"] = target, arm
         if comp is None:
             doc["arms"] = []
