@@ -44,7 +44,7 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
     progress = Progress()
     doc = run_here(ids, progress, progress.label)
     progress.done()
-    show_result(doc, as_json)
+    show_result(doc, as_json, plots=True)
     if doc["status"] in ("failed", "diverged"):
         sys.exit(EXIT_FAILED)
 

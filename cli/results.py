@@ -30,7 +30,7 @@ def _since(value: str | None) -> datetime | None:
 
 @click.command("ls")
 @click.option("--status", type=click.Choice(STATUSES), default=None)
-@click.option("--kind", type=click.Choice(("train", "compare")), default=None)
+@click.option("--kind", type=click.Choice(("train", "compare", "suite")), default=None)
 @click.option("--parent", default=None, metavar="JOB", help="Only the children of JOB.")
 @click.option("--name", default=None, metavar="TEXT",
               help="Only jobs whose name contains TEXT (case-insensitive).")
@@ -75,9 +75,14 @@ def status(jobs_: tuple[str, ...], watch: bool, interval: float, as_json: bool) 
             click.echo("")
 
 
-def show_result(doc: dict[str, Any], as_json: bool) -> None:
-    """A job's result document, or a comparison's report."""
-    if doc["kind"] == "compare":
+def show_result(doc: dict[str, Any], as_json: bool, plots: bool = False) -> None:
+    """A job's result document, or a comparison's (or suite's) report; ``plots``: a
+    suite's are written under ``$GRADQ_HOME/reports`` (``gradq run``)."""
+    if doc["kind"] == "suite":
+        from .suite_output import print_suite
+
+        print_suite(doc["id"], as_json, default_png=plots)
+    elif doc["kind"] == "compare":
         show_report(doc["id"], as_json)
     elif as_json:
         emit_json(doc)
@@ -171,8 +176,15 @@ def _write_csv(docs: list[dict[str, Any]], path: Path) -> None:
 @json_option
 @handle_errors
 def report(job: str, png_path: Path | None, as_json: bool) -> None:
-    """A comparison's statistics: which optimizer is better, with 95% intervals."""
-    show_report(queries.resolve_id(job), as_json, png_path)
+    """A comparison's statistics: which optimizer is better, with 95% intervals (a suite:
+    time to target, performance profiles and win probability)."""
+    job_id = queries.resolve_id(job)
+    if queries.result(job_id)["kind"] == "suite":
+        from .suite_output import print_suite
+
+        print_suite(job_id, as_json, png_path)
+        return
+    show_report(job_id, as_json, png_path)
 
 
 @click.command()

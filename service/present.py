@@ -243,3 +243,35 @@ def removed_line(d: dict[str, Any]) -> str:
     parts = ", ".join(f"{v['rows']} {k}" for k, v in d["deleted"].items() if v["rows"])
     total = sum(v["bytes"] for v in d["deleted"].values())
     return f"deleted {d['id']}: {parts or 'nothing'} ({size(total)})"
+
+
+def suite_lines(rep: dict[str, Any]) -> list[str]:
+    """A suite's report (SPEC §12): per workload and arm the median time to target in the
+    suite's unit, the seeds that reached it, the ratio to the fastest arm and the final
+    metric; then per arm the score, ρ(1) and the win probability at 1 and at all trials."""
+    unit = rep["budget"]
+    out = [f"suite {rep['name']} ({rep['status']}): time to target in {unit} (median over "
+           "seeds; - never reached), final metric mean ± half-width of its 95% interval"]
+    rows = []
+    for w in rep["workloads"]:
+        target = f"{fmt(w['target'])} ({w['target_set_by']})"
+        head = [w["name"], w["status"] or NONE, w["metric"], target]
+        if not w["arms"]:
+            rows.append([*head, NONE, NONE, NONE, NONE, NONE])
+        for a in w["arms"]:
+            rows.append([*head, a["label"], a["time_to_target"][unit],
+                         f"{a['reached']}/{a['n']}", a.get("ratio"),
+                         pm(a["final"]["mean"], a["final"]["ci95"])])
+    out += table_lines(rows, ["workload", "status", "metric", "target", "arm", f"t({unit})",
+                              "reached", "ratio", "final ± 95%"])
+    win = rep["win_probability"]
+    last = win["k"][-1] if win["k"] else None
+    out.append("")
+    out += table_lines(
+        [[a, s, rep["profiles"]["rho"][a][0], win[a][0] if last else None,
+          win[a][-1] if last else None] for a, s in rep["score"].items()],
+        ["arm", f"score (tau 1-{fmt(rep['r_max'])})", "fastest on (rho(1))", "P(best) k=1",
+         f"P(best) k={last or NONE}"])
+    out.append(f"scored on {len(rep['scored'])} workload(s)"
+               + (f"; failed: {', '.join(rep['failed'])}" if rep["failed"] else ""))
+    return out

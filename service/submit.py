@@ -56,6 +56,10 @@ def prepare(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> Prepare
     if isinstance(name, str) and name not in BUILTIN and not _looks_like_path(name):
         reg_hash = registered(name)
     spec = validate(raw, base_dir=path.parent, extra_datasets=(name,) if reg_hash else ())
+    if spec["kind"] == "suite":  # one comparison per workload, each checked on its data
+        from gradq.service.experiments import suite
+
+        return Prepared(spec, suite.prepare(spec), None, None)
     dataset = None
     digest = reg_hash
     task = spec["data"]["task"]

@@ -171,6 +171,15 @@ def test_ui_reports_the_curve_and_paging_figures(tmp_path: Path) -> None:
     assert set(doc["paging"]["timing"]) == {"jobs_page", "api_jobs", "bare_select"}
 
 
+def test_suite_tpe_reports_the_expected_best_of_both_methods(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    doc = run_script("suite_tpe", tmp_path)
+    assert doc["setup"]["trials"] == 4
+    for arms in doc["expected_best"].values():
+        for curves in arms.values():
+            assert len(curves["random"]) == len(curves["tpe"]) == 4
+
+
 def test_stack_of_one_reports_both_paths(tmp_path: Path) -> None:
     doc = run_script("stack_of_one", tmp_path, "--device", "cpu")
     assert set(doc["seconds_per_epoch"]) == {"trainer", "stack_of_one"}

@@ -121,7 +121,12 @@ def job_curves(request: Request) -> dict[str, Any]:
 def job_report(request: Request) -> dict[str, Any]:
     from gradq.service.experiments.report import build_report
 
-    return build_report(queries.resolve_id(request.path_params["job"]))
+    job_id = queries.resolve_id(request.path_params["job"])
+    if queries.result(job_id)["kind"] == "suite":  # `gradq report SUITE --json`
+        from gradq.service.experiments.suite_report import build_suite_report
+
+        return build_suite_report(job_id)
+    return build_report(job_id)
 
 
 def job_mean_curves(request: Request) -> dict[str, Any]:

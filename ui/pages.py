@@ -103,6 +103,10 @@ def job_page(request: Request) -> HTMLResponse:
                 report_error = str(exc)
         if doc["kind"] == "compare":
             children = queries.children(doc["id"])
+        if doc["kind"] == "suite":  # SPEC §12: each workload links to its comparison
+            from gradq.service.experiments.suite_report import build_suite_report
+
+            report = build_suite_report(doc["id"])
         artifacts = queries.artifact_names(doc["id"])
     except Exception as exc:  # noqa: BLE001
         return error_page(exc)
@@ -111,7 +115,7 @@ def job_page(request: Request) -> HTMLResponse:
     return render("job.html", title=doc["name"] or doc["id"][:8], job=doc, spec=spec,
                   spec_yaml=spec_yaml, report=report, report_error=report_error,
                   children=children, has_model="model" in artifacts, live=live,
-                  pairs=_pairs(report) if report else [])
+                  pairs=_pairs(report) if report and doc["kind"] != "suite" else [])
 
 
 def _pairs(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -225,12 +225,15 @@ def _search_children(spec: dict[str, Any], arm: ArmPlan, tune: list[int]
     """An arm's search trials, and the search's state as the parent's progress holds it."""
     cfg = spec["compare"]["search"]
     n = cfg["trials"]
-    settings = search.sample(arm.space, n, cfg["method"], spec["seed"])
     seeds = search.trial_seeds(tune, n)
+    if cfg["method"] == "tpe":  # the first wave only; the next when it has ended (tpe.py)
+        settings = _tpe_wave(spec, arm, [])
+    else:
+        settings = search.sample(arm.space, n, cfg["method"], spec["seed"])
     sh = (cfg["pruner"] or {}).get("successive_halving")
     out: list[NewJob] = []
     rungs: list[int] = []
-    for t, (setting, seed) in enumerate(zip(settings, seeds, strict=True)):
+    for t, (setting, seed) in enumerate(zip(settings, seeds[:len(settings)], strict=True)):
         job = child_job(spec, arm, setting, seed, _phase="search", _trial=t, _grid=setting)
         epochs = job.spec["training"]["epochs"]
         rungs = search.rungs(epochs, sh["eta"], sh["min_epochs"]) if sh else [epochs]
@@ -245,7 +248,22 @@ def _search_children(spec: dict[str, Any], arm: ArmPlan, tune: list[int]
              "eta": sh["eta"] if sh else None, "rungs": rungs, "rung": 0,
              "alive": list(range(n)), "done": False, "samples": [0] * n, "run_s": [0.0] * n,
              "cum_s": [0.0] * n}
+    if cfg["method"] == "tpe":
+        state["alive"], state["asked"] = list(range(len(settings))), len(settings)
     return out, state
+
+
+def _tpe_wave(spec: dict[str, Any], arm: ArmPlan, told: list[tuple[dict[str, Any],
+                                                                  float | None]]
+              ) -> list[dict[str, Any]]:
+    """The next wave of a tpe search: ``wave`` settings (fewer at the end)."""
+    from gradq.service.experiments import tpe
+
+    cfg = spec["compare"]["search"]
+    wave = cfg.get("wave") or tpe.DEFAULT_WAVE
+    n = min(wave, cfg["trials"] - len(told))
+    return tpe.propose(arm.space, n, spec["seed"], len(told) // wave, told,
+                       lower_is_better(tuning_metric(spec["compare"]["metric"])), wave)
 
 
 # ------------------------------------------------------------------ after tuning
@@ -325,6 +343,20 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
     st["budget"] = {"epochs": sum(st["epochs"]), "samples": sum(st["samples"]),
                     "run_s": round(sum(st["run_s"]), 6)}
     out.changed = True
+    if st.get("asked", st["trials"]) < st["trials"]:  # tpe: tell this wave, ask the next
+        told = [(trials[t].spec["_grid"], st["values"][t]) for t in range(st["asked"])]
+        settings = _tpe_wave(spec, arm, told)
+        seeds = search.trial_seeds(tune_seeds(spec), st["trials"])
+        first = st["asked"]
+        for i, setting in enumerate(settings):
+            t = first + i
+            out.new.append(child_job(spec, arm, setting, seeds[t], _phase="search", _trial=t,
+                                     _grid=setting))
+        st["alive"] = list(range(first, first + len(settings)))
+        st["asked"] = first + len(settings)
+        return
+    if "asked" in st:  # tpe's last wave has ended: choose among every wave's trials
+        values = dict(enumerate(st["values"]))
     last = st["rung"] + 1 >= len(st["rungs"])
     if not last:
         kept = search.promote(values, st["eta"], low)

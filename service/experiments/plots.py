@@ -207,3 +207,39 @@ def _plot_grids(arms: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     _save(fig, path)
     return path
+
+
+def plot_suite(rep: dict[str, Any], path: Path) -> list[Path]:
+    """A suite's performance profiles ρ_a(τ) (``path``, steps as Dolan and Moré draw them)
+    and its win probability against the number of trials (``path``-win.png)."""
+    path = Path(path)
+    prof = rep["profiles"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, rho in prof["rho"].items():
+        ax.step(prof["tau"], rho, where="post",
+                label=f"{label} (score {rep['score'].get(label, 0):.2f})")
+    ax.set_xlim(1, rep["r_max"])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"τ (time to target in {rep['budget']}, relative to the fastest arm)")
+    ax.set_ylabel("ρ(τ): fraction of workloads")
+    ax.set_title(f"performance profiles over {len(rep.get('scored', []))} workloads")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    written = [path]
+    win = rep["win_probability"]
+    if win["k"]:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label in prof["rho"]:
+            if win.get(label):
+                ax.plot(win["k"], win[label], marker="o", ms=3, label=label)
+        ax.set_xlabel("trials per arm (k)")
+        ax.set_ylabel("probability of being best")
+        ax.set_ylim(-0.02, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        win_path = path.with_name(path.stem + "-win.png")
+        _save(fig, win_path)
+        written.append(win_path)
+    return written

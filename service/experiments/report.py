@@ -210,7 +210,9 @@ def _search_doc(entry: dict[str, Any], low: bool) -> dict[str, Any]:
         doc["metric"] = entry["metric"]
     # a trial still alive at an undecided rung has not reported yet: pending, not failed
     alive = set() if entry.get("done", True) else set(entry.get("alive") or ())
-    ended = [v for t, v in enumerate(values) if not (t in alive and v is None)]
+    asked = entry.get("asked", len(values))  # tpe: the trials proposed so far
+    ended = [v for t, v in enumerate(values)
+             if t < asked and not (t in alive and v is None)]
     if len(ended) < len(values):
         doc["pending"] = len(values) - len(ended)
     doc["failed"] = sum(1 for v in ended if v is None or not math.isfinite(v))

@@ -14,6 +14,7 @@ from .files import _parse_value
 from .kinds import LATER, MAX_HIDDEN_PARAMS, NOT_BUILT, SpecError, _suggest, _what
 from .optimizers import FULL_BATCH_OPTIMIZERS, OPTIMIZERS
 from .schema import _COMPARE, _SCHEMA, _SECTIONS
+from .suite import check_search_method
 
 # ----------------------------------------------------------------- cross-field rules
 _MISSING = object()
@@ -321,6 +322,10 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     """
     if not isinstance(raw, Mapping):
         raise SpecError("", f"a job spec must be a mapping of keys, got {_what(raw)}")
+    if raw.get("kind") == "suite":  # SPEC §12: one comparison per workload (spec/suite.py)
+        from .suite import validate_suite
+
+        return validate_suite(raw, validate, base_dir, extra_datasets=extra_datasets)
     # A section written as a bare `model:` with everything under it commented out loads as
     # null: read it as "all defaults".
     raw = {k: {} if v is None and k in _SECTIONS else v for k, v in raw.items()}
@@ -339,6 +344,7 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     _accuracy_needs_classes(spec)
     _parts_exist(spec)
     _target(spec)
+    check_search_method(spec)
     _batch_norm_batch(spec)
     _bagging(spec)
     return spec

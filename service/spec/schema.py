@@ -32,13 +32,14 @@ _PROBABILITY = _FRACTION
 _ACTIVATION = Choice(ACTIVATIONS)
 
 _SEARCH = Section({
-    "method": (Choice(("random", "qmc")), "random"),
+    "method": (Choice(("random", "qmc", "tpe")), "random"),
     "trials": (Int(1, MAX_GRID_POINTS), 16),
+    "wave": (Nullable(Int(1)), None),  # tpe: trials proposed at once (default 4)
     "pruner": (Nullable(Section({
         "successive_halving": (Section({"eta": (Int(2), 3), "min_epochs": (Int(1), 1)},
                                        hint="{eta, min_epochs}"), REQUIRED),
     }, hint="{successive_halving: {eta, min_epochs}}")), None),
-}, hint="{method, trials, pruner}")
+}, hint="{method, trials, wave, pruner}")
 
 _COMPARE = Section({
     "optimizers": (Nullable(_Arms()), DEFAULT_ARMS),
@@ -205,8 +206,11 @@ DESCRIPTIONS: dict[str, str] = {
     "compare.metric": "the metric the report ranks arms by",
     "compare.target": "a value of the metric: the time and steps to reach it are reported",
     "compare.search": "a search over the arms' search spaces",
-    "compare.search.method": "random, or qmc (a scrambled Sobol sequence)",
+    "compare.search.method": "random, qmc (a scrambled Sobol sequence), or tpe (Optuna's "
+                             "TPESampler in waves; pip install 'gradq[tpe]')",
     "compare.search.trials": "trials per arm",
+    "compare.search.wave": "tpe only: trials proposed at once, the next wave when they have "
+                           "ended (default 4)",
     "compare.search.pruner": "stop poor trials early",
     "compare.search.pruner.successive_halving": "successive halving: keep the best 1/eta "
                                                 "of the trials at each rung",

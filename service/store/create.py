@@ -12,6 +12,8 @@ from gradq.service.store.models import Dataset, Job, utcnow
 from gradq.service.store.newjob import NewJob
 from sqlalchemy.orm import Session
 
+PARENT_KINDS = ("compare", "suite")  # jobs no worker runs: their children do (suite: SPEC §12)
+
 
 def store_dataset(session: Session, digest: str, data: bytes, source: str) -> None:
     """Store dataset bytes under their content hash (once)."""
@@ -66,16 +68,20 @@ def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, 
     """(id, queue, priority) of the given jobs that a worker should run (no parents)."""
     with session_scope(url) as s:
         rows = s.execute(sa.select(Job.id, Job.queue, Job.priority)
-                         .where(Job.id.in_(list(job_ids)), Job.kind != "compare")).all()
+                         .where(Job.id.in_(list(job_ids)), Job.kind.not_in(PARENT_KINDS))).all()
     return [(r.id, r.queue, r.priority) for r in rows]
 
 
 def queued_children(parent_id: str, url: str | None = None) -> list[str]:
-    """Children of a comparison still waiting to run (``gradq run`` works through them)."""
+    """Runs of a comparison (or of a suite's comparisons) still waiting to run (``gradq
+    run`` works through them), oldest first."""
     with session_scope(url) as s:
-        return list(s.execute(sa.select(Job.id).where(Job.parent_id == parent_id,
-                                                      Job.status == JobStatus.QUEUED)
-                              .order_by(Job.created_at, Job.id)).scalars())
+        under = sa.select(Job.id).where(Job.parent_id == parent_id,
+                                        Job.kind.in_(PARENT_KINDS)).scalar_subquery()
+        return list(s.execute(sa.select(Job.id).where(
+            sa.or_(Job.parent_id == parent_id, Job.parent_id.in_(under)),
+            Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS))
+            .order_by(Job.created_at, Job.id)).scalars())
 
 
 def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:

@@ -62,7 +62,9 @@ def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
         if won is None:
             return None
         if won.parent_id:
-            s.execute(sa.update(Job).where(Job.id == won.parent_id,
+            # the comparison, and the suite above it (if any), start with their first run
+            above = sa.select(Job.parent_id).where(Job.id == won.parent_id).scalar_subquery()
+            s.execute(sa.update(Job).where(sa.or_(Job.id == won.parent_id, Job.id == above),
                                            Job.status == JobStatus.QUEUED)
                       .values(status=JobStatus.RUNNING, started_at=now)
                       .execution_options(synchronize_session=False))

@@ -137,6 +137,14 @@ def progress_of(job_ids: list[str], url: str | None = None) -> dict[str, float |
         rows = s.execute(sa.select(Job.id, Job.kind, Job.progress)
                          .where(Job.id.in_(job_ids), Job.status.in_(live))).all()
         parents = [r.id for r in rows if r.kind == "compare"]
+        suites = [r.id for r in rows if r.kind == "suite"]
+        for sid in suites:  # a suite by the finished runs of its comparisons
+            kids = sa.select(Job.id).where(Job.parent_id == sid).scalar_subquery()
+            total, finished = s.execute(
+                sa.select(sa.func.count(),
+                          sa.func.sum(sa.case((Job.status.in_(FINISHED), 1), else_=0)))
+                .where(Job.parent_id.in_(kids))).one()
+            out[sid] = int(finished or 0) / total if total else None
         counts: dict[str, list[int]] = {p: [0, 0] for p in parents}
         if parents:
             done = sa.func.sum(sa.case((Job.status.in_(FINISHED), 1), else_=0))
@@ -145,6 +153,8 @@ def progress_of(job_ids: list[str], url: str | None = None) -> dict[str, float |
                     .where(Job.parent_id.in_(parents)).group_by(Job.parent_id)).all():
                 counts[pid] = [int(total), int(finished or 0)]
     for r in rows:
+        if r.kind == "suite":
+            continue
         if r.kind == "compare":
             total, finished = counts[r.id]
             out[r.id] = finished / total if total else None
@@ -233,6 +243,17 @@ def _status(s: sa.orm.Session, job: Job) -> dict[str, Any]:
         progress = {"children": children, "total": sum(children.values()), **kept}
         if searches:
             progress["search"] = searches
+    if job.kind == "suite":  # comparisons (workloads) and their runs, counted by status
+        kids = sa.select(Job.id).where(Job.parent_id == job.id).scalar_subquery()
+        progress = {"workloads": progress.get("workloads", [])}
+        for key, where in (("comparisons", Job.parent_id == job.id),
+                           ("children", Job.parent_id.in_(kids))):
+            counts = {st.value: 0 for st in JobStatus}
+            counts.update({JobStatus(k).value: v for k, v in s.execute(
+                sa.select(Job.status, sa.func.count()).where(where)
+                .group_by(Job.status)).all()})
+            progress[key] = counts
+        progress["total"] = sum(progress["children"].values())
     doc["progress"] = progress
     doc["traceback"] = redact(job.traceback) if job.traceback else job.traceback
     doc["heartbeat_at"] = _iso(job.heartbeat_at)

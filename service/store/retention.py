@@ -137,6 +137,10 @@ def _check_root(ref: str, force: bool, url: str | None) -> str:
     with session_scope(url) as s:
         job = resolve(s, ref)
         if job.parent_id is not None:
+            if job.kind == "compare":  # a suite's workload (SPEC §12)
+                raise ChildOfComparison(
+                    f"job {job.id} is a workload of suite {job.parent_id}: delete the suite "
+                    f"(gradq rm {job.parent_id}), or the suite's report would lose it")
             raise ChildOfComparison(
                 f"job {job.id} is a child of comparison {job.parent_id}: delete the parent "
                 f"(gradq rm {job.parent_id}), or the comparison's report would lose a run")
@@ -151,11 +155,18 @@ def _refusal(job_id: str, status: str) -> JobBusy:
                    f"gradq rm --force {job_id} to cancel it and wait")
 
 
+def _in_tree(job_id: str) -> Any:
+    """The rows of ``job_id``'s tree: itself, its children and (a suite's comparisons')
+    grandchildren."""
+    kids = sa.select(Job.id).where(Job.parent_id == job_id).scalar_subquery()
+    return sa.or_(Job.id == job_id, Job.parent_id == job_id, Job.parent_id.in_(kids))
+
+
 def _running(s: Session, job_id: str) -> str | None:
     """"running" if a job of the tree of ``job_id`` runs (which keeps it from being
     deleted), else None. A queued tree can go: under the tree's locks no claim is in
     flight, and a claim afterwards finds no row."""
-    hit = s.execute(sa.select(Job.id).where(sa.or_(Job.id == job_id, Job.parent_id == job_id),
+    hit = s.execute(sa.select(Job.id).where(_in_tree(job_id),
                                             Job.status == JobStatus.RUNNING).limit(1)).first()
     return None if hit is None else JobStatus.RUNNING.value
 
@@ -164,7 +175,7 @@ def _let_go(s: Session, job_id: str) -> bool:
     """Whether no worker holds or can claim a job of the tree: each is finished, or queued
     with cancellation requested (a lost worker's job, which ``claim`` refuses)."""
     rows = s.execute(sa.select(Job.status, Job.cancel_requested)
-                     .where(sa.or_(Job.id == job_id, Job.parent_id == job_id))).all()
+                     .where(_in_tree(job_id))).all()
     return all(JobStatus(st) in FINISHED or (JobStatus(st) is JobStatus.QUEUED and cancelled)
                for st, cancelled in rows)
 
@@ -208,15 +219,17 @@ def _lock_tree(s: Session, job_id: str) -> list[str]:
         # a write first: the one write lock, so nothing changes until this transaction ends
         s.execute(sa.update(Job).where(Job.id == job_id).values(lease_token=Job.lease_token)
                   .execution_options(synchronize_session=False))
-        kids = list(s.execute(sa.select(Job.id).where(Job.parent_id == job_id)).scalars())
+        kids = list(s.execute(sa.select(Job.id).where(_in_tree(job_id), Job.id != job_id))
+                    .scalars())
         return [job_id, *kids]
     try:
-        kids = list(s.execute(sa.select(Job.id).where(Job.parent_id == job_id)
+        below = sa.and_(_in_tree(job_id), Job.id != job_id)
+        kids = list(s.execute(sa.select(Job.id).where(below)
                               .order_by(Job.created_at, Job.id)
                               .with_for_update(nowait=True)).scalars())
         root = s.execute(sa.select(Job.id).where(Job.id == job_id)
                          .with_for_update(nowait=True)).scalar()
-        again = set(s.execute(sa.select(Job.id).where(Job.parent_id == job_id)).scalars())
+        again = set(s.execute(sa.select(Job.id).where(below)).scalars())
     except OperationalError as exc:
         if "lock" in str(exc).lower():
             raise _Busy() from None
@@ -243,7 +256,8 @@ def _delete_tree(job_id: str, url: str | None) -> dict[str, Any]:
             deleted = {k: _usage(s, k, _owned(k, ids)) for k in KINDS}
             for table in (Metric, Result, Checkpoint, Artifact):
                 s.execute(sa.delete(table).where(table.job_id.in_(ids)))
-            s.execute(sa.delete(Job).where(Job.parent_id == job_id))
+            s.execute(sa.delete(Job).where(Job.id.in_(ids[1:]), Job.kind == "train"))
+            s.execute(sa.delete(Job).where(Job.id.in_(ids[1:])))  # a suite's comparisons
             s.execute(sa.delete(Job).where(Job.id == job_id))
             return {"id": job_id, "kind": kind, "deleted": deleted}
     except OperationalError as exc:  # NOWAIT refused inside a statement of the delete

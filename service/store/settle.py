@@ -75,7 +75,28 @@ def settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
               .execution_options(synchronize_session=False))
     if status is JobStatus.SUCCEEDED:  # a cancelled or failed search may be retried
         checkpoint_policy.drop_after_settling(s, parent_id)
+    if parent.parent_id is not None:  # a suite's comparison: the suite may end with it
+        settle_suite(s, parent.parent_id)
     return []
+
+
+def settle_suite(s: Session, suite_id: str) -> None:
+    """Finish a suite when its last comparison has finished (SPEC §12): succeeded if any
+    workload's comparison succeeded, failed if none did, cancelled if it was cancelled."""
+    from gradq.service.experiments.suite import settle_status
+
+    suite = lock_parent(s, suite_id)
+    if JobStatus(suite.status) in FINISHED:
+        return
+    counts = dict(s.execute(sa.select(Job.status, sa.func.count())
+                            .where(Job.parent_id == suite_id).group_by(Job.status)).all())
+    counts = {JobStatus(k).value: v for k, v in counts.items()}
+    if any(JobStatus(k) not in FINISHED for k in counts):
+        return
+    status, error = settle_status(counts, bool(suite.cancel_requested))
+    s.execute(sa.update(Job).where(Job.id == suite_id)
+              .values(status=JobStatus(status), finished_at=utcnow(), error=error)
+              .execution_options(synchronize_session=False))
 
 
 def _advance(s: Session, parent: Job) -> list[str]:

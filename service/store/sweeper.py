@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from gradq.service.failure_policy import Action, Failure, decide
 from gradq.service.status import LIVE, JobStatus
+from gradq.service.store.create import PARENT_KINDS
 from gradq.service.store.db import session_scope
 from gradq.service.store.models import Job, utcnow
 from gradq.service.store.settle import settle_parent
@@ -42,7 +43,8 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
         # rows locked by a writer in mid-transaction are skipped (the next sweep sees them)
         lapsed = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.attempts,
                                      Job.max_attempts, Job.worker)
-                           .where(Job.status == JobStatus.RUNNING, Job.kind != "compare",
+                           .where(Job.status == JobStatus.RUNNING,
+                                  Job.kind.not_in(PARENT_KINDS),
                                   Job.heartbeat_at < stale)
                            .with_for_update(skip_locked=True, key_share=True)).all()
         for r in lapsed:
@@ -65,7 +67,7 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
             elif res.rowcount:
                 out.append((r.id, r.queue, r.priority))
         lost = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.enqueued_at).where(
-            Job.status == JobStatus.QUEUED, Job.kind != "compare",
+            Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS),
             Job.cancel_requested.is_(False),
             sa.or_(Job.enqueued_at.is_(None), Job.enqueued_at < republish))
             .with_for_update(skip_locked=True, key_share=True)).all()

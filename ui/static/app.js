@@ -302,6 +302,34 @@ async function compareCharts(container) {
   await load();
 }
 
+// ------------------------------------------------------------------- suite
+// Dolan–Moré performance profiles (a step per arm: the fraction of workloads it reaches
+// the target within τ times the fastest arm's time) and the win probability against the
+// number of trials, from the suite's report.
+async function suiteCharts(container) {
+  const job = container.dataset.job;
+  const ctl = {x: "step", log: false, ema: 0};
+  let profile = null, win = null;
+  const load = async () => {
+    const rep = await getJSON(`/api/jobs/${job}/report`);
+    const labels = Object.keys(rep.profiles.rho);
+    const color = i => PALETTE[i % PALETTE.length];
+    profile ||= new Chart(container, "suite-profiles",
+      `performance profiles: time to target in ${rep.budget}`,
+      {xTitle: "τ (ratio to the fastest arm)", layout: l => { l.yaxis.range = [-0.02, 1.02]; l.yaxis.title = {text: "ρ(τ)"}; }});
+    profile.draw(labels.map((a, i) => line(`${a} (score ${rep.score[a].toFixed(2)})`, rep.profiles.tau,
+                                            rep.profiles.rho[a], color(i), {line: {shape: "hv", color: color(i), width: 1.8}})), ctl);
+    if (rep.win_probability.k.length) {
+      win ||= new Chart(container, "suite-win", "probability of being best against trials per arm",
+        {xTitle: "trials k", layout: l => { l.yaxis.range = [-0.02, 1.02]; }});
+      win.draw(labels.map((a, i) => line(a, rep.win_probability.k, rep.win_probability[a], color(i),
+                                          {mode: "lines+markers"})), ctl);
+    }
+    if (rep.partial) setTimeout(load, 2 * LIVE_MS);
+  };
+  await load();
+}
+
 // ---------------------------------------------------------------- overlay
 async function overlay(container) {
   const jobs = [...document.querySelectorAll("#overlay-jobs li")].map(li => ({id: li.dataset.job, label: li.dataset.label}));
@@ -368,7 +396,7 @@ function start() {
     });
   };
   Promise.all([run("curves", jobCurves), run("compare-charts", compareCharts),
-               run("overlay-charts", overlay)])
+               run("suite-charts", suiteCharts), run("overlay-charts", overlay)])
     .then(() => { document.body.dataset.ready = "1"; });
   const form = document.getElementById("overlay-form");
   if (form) form.addEventListener("submit", e => {
