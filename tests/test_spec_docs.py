@@ -61,13 +61,11 @@ def test_every_key_of_the_schema_has_a_meaning_in_the_reference() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_passes_the_json_schema(checker: Any, path: Path) -> None:
     raw = load_spec_file(path)
-    if raw.get("kind") == "suite":  # docs/suites.md: validate checks suites, not the schema
-        pytest.skip("the JSON Schema covers train and compare specs; kind: suite is checked "
-                    "by validate")
     assert [e.message for e in checker.iter_errors(raw)] == []
-    # and so does its normalised spec (every default filled in)
-    normalised = validate(raw, base_dir=path.parent)
-    assert [e.message for e in checker.iter_errors(normalised)] == []
+    # and so does its normalised spec (every default filled in; a suite's is its own)
+    if raw.get("kind") != "suite":
+        normalised = validate(raw, base_dir=path.parent)
+        assert [e.message for e in checker.iter_errors(normalised)] == []
 
 
 BASE: dict[str, Any] = {"data": {"dataset": "iris"}, "optimizer": {"name": "adam"}}
@@ -104,8 +102,42 @@ def test_bad_specs_fail_the_schema_and_validation(checker: Any, change: tuple) -
 def test_the_schema_offers_defaults_and_descriptions() -> None:
     schema = json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["additionalProperties"] is False and schema["required"] == ["data"]
+    assert schema["additionalProperties"] is False
+    assert schema["else"]["required"] == ["data"] and schema["then"]["required"] == ["suite"]
     training = schema["properties"]["training"]
     assert training["properties"]["epochs"] == {"type": "integer", "minimum": 1, "default": 30,
                                                 "description": DESCRIPTIONS["training.epochs"]}
-    assert schema["properties"]["kind"]["enum"] == ["train", "compare"]
+    assert schema["properties"]["kind"]["enum"] == ["train", "compare", "suite"]
+
+
+SUITE = {"kind": "suite", "suite": {"workloads": "book-mini"}}
+BAD_SUITES = {
+    "unknown suite name": ({"workloads": "book-maxi"}, "book-maxi"),
+    "r_max at 1": ({"r_max": 1}, "minimum"),
+    "budget in epochs": ({"budget": "epochs"}, "epochs"),
+    "no optimizer": ({"optimizers": []}, "optimizers"),
+    "a workload without a target": ({"workloads": [{"name": "w", "metric": "val_loss",
+                                                    "spec": {"data": {"dataset": "iris"}}}]},
+                                    "workloads"),
+}
+
+
+@pytest.mark.parametrize("change", BAD_SUITES.values(), ids=list(BAD_SUITES))
+def test_bad_suites_fail_the_schema_and_validation(checker: Any, change: tuple) -> None:
+    # Given: the built-in suite with one bad change
+    over, word = change
+    raw = copy.deepcopy(SUITE)
+    raw["suite"].update(over)
+    # When / Then: the schema refuses it (naming the value or key), and so does validate
+    errors = list(checker.iter_errors(raw))
+    assert errors, raw
+    assert any(word in e.message or word in e.json_path for e in errors), \
+        [e.message for e in errors]
+    with pytest.raises(SpecError):
+        validate(raw)
+
+
+def test_a_suite_takes_no_train_keys_and_a_train_spec_no_suite(checker: Any) -> None:
+    assert checker.is_valid(SUITE)
+    assert not checker.is_valid({**SUITE, "data": {"dataset": "iris"}})
+    assert not checker.is_valid({**copy.deepcopy(BASE), "suite": SUITE["suite"]})

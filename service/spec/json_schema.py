@@ -157,10 +157,62 @@ def kind_schema(kind: Kind, path: str = "") -> dict[str, Any]:
     raise TypeError(f"no JSON Schema for the kind {type(kind).__name__}")
 
 
+def _suite(main: dict[str, Any]) -> dict[str, Any]:
+    """``suite``, the section of a ``kind: suite`` spec: its workloads' train specs are
+    checked as the sections of a train spec are."""
+    from gradq.service.experiments.workloads import BUILTIN_SUITES
+
+    from .suite import BUDGETS, WORKLOAD_SPEC_KEYS
+
+    top = main["properties"]
+    compare = next(a for a in top["compare"]["anyOf"] if a.get("type") == "object")
+    compare = compare["properties"]
+    workload_spec = {"type": "object", "required": ["data"], "additionalProperties": False,
+                     "properties": {k: top[k] for k in WORKLOAD_SPEC_KEYS}}
+    workload = {"type": "object", "required": ["name", "spec", "metric", "target"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "spec": workload_spec,
+                    "metric": {"type": "string", "minLength": 1},
+                    "target": {"anyOf": [{"type": "number"}, {"const": "auto"}],
+                               "description": "a value of the metric, or auto (the median "
+                                              "final metric of a reference comparison's "
+                                              "best arm)"},
+                    "reference": {**compare["optimizers"],
+                                  "description": "with target: auto, the optimizers of the "
+                                                 "reference comparison"}}}
+    suite = {"type": "object", "required": ["workloads"], "additionalProperties": False,
+             "properties": {
+                 "workloads": {"anyOf": [{"enum": sorted(BUILTIN_SUITES)},
+                                         {"type": "array", "minItems": 1, "items": workload}],
+                               "description": "a built-in suite's name, or a list of "
+                                              "workloads {name, spec, metric, target}"},
+                 "optimizers": compare["optimizers"], "search": compare["search"],
+                 "seeds": compare["seeds"], "tune_seeds": compare["tune_seeds"],
+                 "budget": {"enum": list(BUDGETS), "default": "steps"},
+                 "r_max": {"type": "number", "exclusiveMinimum": 1, "default": 4}}}
+    return suite
+
+
+SUITE_TOP_KEYS = ("name", "kind", "seed", "dtype", "device", "suite")
+
+
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a job spec file, as a JSON-ready dict."""
+    """The JSON Schema (draft 2020-12) of a job spec file, as a JSON-ready dict: a train
+    or compare spec, or (``kind: suite``) a suite of workloads. Every key is a property at
+    the top, so that an editor completes all of them; which keys a kind takes (and which it
+    needs) is said by ``if``/``then``/``else`` on ``kind``."""
     out = kind_schema(_SCHEMA)
+    props = out["properties"]
+    props["kind"] = {**props["kind"], "enum": [*props["kind"]["enum"], "suite"]}
+    props["suite"] = {**_suite(out), "description": "kind: suite only: optimizers judged "
+                                                    "across workloads (docs/suites.md)"}
+    required = out.pop("required")
     return {"$schema": DRAFT, "title": "gradq job spec",
             "description": "A gradq job spec (docs/spec.md). Generated from "
                            "gradq.service.spec; print it with gradq spec --schema.",
-            **out}
+            **out,
+            "if": {"properties": {"kind": {"const": "suite"}}, "required": ["kind"]},
+            "then": {"required": ["suite"], "propertyNames": {"enum": list(SUITE_TOP_KEYS)}},
+            "else": {"required": required, "not": {"required": ["suite"]}}}
