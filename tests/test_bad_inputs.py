@@ -156,6 +156,10 @@ CASES: dict[str, Bad] = {
     "closed-form-on-classification": submit(spec(model={"hidden": []},
                                                  optimizer={"name": "closed_form"}),
                                             "optimizer.name", "closed_form"),
+    "closed-form-arm-on-classification": submit(
+        spec(kind="compare", model={"hidden": []},
+             compare={"optimizers": ["sgd", "closed_form"], "seeds": 2}),
+        "compare.optimizers[1]", "closed_form"),
     "pca-above-features": submit(spec(data={"pca": 9}), "data.pca", "9"),
     # ---- cross-field rules: specs that could only fail (or mislead) later on a worker
     "newton-above-max-params": submit(spec("mnist", model={"hidden": [512, 512]},

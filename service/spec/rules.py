@@ -287,20 +287,31 @@ def check_data(spec: dict, *, n_features: int, task: str, n_out: int,
     if pca is not None and pca > min(n_features, n_train):
         raise SpecError("data.pca", f"{pca} components asked for, but the data has "
                         f"{n_features} features and {n_train} training samples")
+    resolved = {**spec, "data": {**data, "task": task}}
+    for path, arm in _optimizer_arms(spec):  # task: auto is known now
+        why = _closed_form_problem(resolved) if arm.get("name") == "closed_form" else None
+        if why:
+            raise SpecError(path if path != "optimizer" else "optimizer.name",
+                            f"closed_form {why}")
     if spec["model"]["kind"] == "mlp":
         _max_params(spec, parameter_count(spec, n_features, n_out))
+
+
+def _optimizer_arms(spec: dict) -> list[tuple[str, Mapping[str, Any]]]:
+    """(key, optimizer) of each optimizer this job trains with; none for ``compare.arms``
+    (``check_data`` runs on each arm's whole spec)."""
+    cmp = spec.get("compare")
+    if spec["kind"] == "compare" and cmp:
+        if cmp["optimizers"] is None:
+            return []
+        return [(f"compare.optimizers[{i}]", a) for i, a in enumerate(cmp["optimizers"])]
+    return [("optimizer", spec["optimizer"])]
 
 
 def _max_params(spec: dict, k: int) -> None:
     """A method with ``max_params`` (newton's full Hessian) refuses a larger model at
     submission rather than failing on a worker."""
-    arms: list[tuple[str, Mapping[str, Any]]] = [("optimizer", spec["optimizer"])]
-    cmp = spec.get("compare")
-    if spec["kind"] == "compare" and cmp:
-        if cmp["optimizers"] is None:  # compare.arms: check_data ran on each arm's spec
-            return
-        arms = [(f"compare.optimizers[{i}]", a) for i, a in enumerate(cmp["optimizers"])]
-    for path, arm in arms:
+    for path, arm in _optimizer_arms(spec):
         defaults = OPTIMIZERS.get(arm.get("name"), {})
         if "max_params" not in defaults:
             continue
