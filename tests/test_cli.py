@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,9 +181,13 @@ def test_run_prints_a_table_for_people(small: Path) -> None:
 
 
 def test_a_diverged_run_exits_1(small: Path) -> None:
-    out = gradq("run", small, "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1e6",
-                "--json")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = gradq("run", small, "--set", "optimizer.name=sgd", "--set", "optimizer.lr=1e6",
+                    "--json")
     assert out.code == 1
+    # the status and the step say it; NumPy's overflow warnings do not bury that line
+    assert [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)] == []
     doc = out.json()
     assert doc["status"] == "diverged"
     assert "step" in doc["error"]

@@ -92,6 +92,14 @@ class Body(Protocol):
 
 
 def run_loop(plan: Plan, body: Body, epoch: int = 0, step: int = 0) -> tuple[int, int]:
+    """``_run_loop`` with NumPy's floating-point warnings off: a run that diverges ends
+    ``diverged`` with its step (docs/results.md), so the overflow warnings of its last steps
+    (dozens per replica in a stack) would only bury that line on the terminal."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _run_loop(plan, body, epoch, step)
+
+
+def _run_loop(plan: Plan, body: Body, epoch: int, step: int) -> tuple[int, int]:
     """Train from (epoch, step) until the plan ends or the body stops it; the end's
     (epoch, step). Step 0 is logged (the loss before the first update), then every
     ``log_every`` steps or at each epoch's end, and the last step; a checkpoint follows
