@@ -129,13 +129,24 @@ def _abandon(job_id: str) -> str:
     return _LOST
 
 
+def timing_of(outcome: Outcome, queued_s: float | None, stacked: int) -> dict[str, Any]:
+    """A result's ``timing``. ``run_s`` counts every run of the job (a resumed one adds the
+    seconds before its checkpoint); ``samples_per_s`` is this run's samples over this run's
+    own seconds, which a resumed run also records as ``session_s``."""
+    session = outcome.run_s if outcome.session_s is None else outcome.session_s
+    timing = {"queued_s": queued_s, "run_s": round(outcome.run_s, 6),
+              "samples_per_s": round(outcome.samples / session, 1) if session > 0 else None,
+              "stacked": stacked}
+    if outcome.session_s is not None:
+        timing["session_s"] = round(outcome.session_s, 6)
+    return timing
+
+
 def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool,
            stacked: int = 1) -> str:
     """Write a run's end through its lease: result, artifacts, last metrics, status.
     ``stacked``: how many replicas trained together in its stack (1: alone)."""
-    timing = {"queued_s": _queued_s(job), "run_s": round(outcome.run_s, 6),
-              "samples_per_s": round(outcome.samples / outcome.run_s, 1)
-              if outcome.run_s > 0 else None, "stacked": stacked}
+    timing = timing_of(outcome, _queued_s(job), stacked)
     result = {"final": outcome.final, "timing": timing, "params": outcome.params,
               "extra": outcome.extra}
     status = JobStatus(outcome.status)

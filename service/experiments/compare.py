@@ -25,7 +25,7 @@ rung has ended, ``advance`` (applied by ``service.store.settle`` under the compa
 lock, in the transaction that records the last trial's end) promotes the top 1/eta: each goes back
 to ``queued`` with the next rung's epochs in its spec and resumes from its checkpoint,
 recomputing nothing; the others are pruned and their checkpoints dropped. A trial waiting
-for its rung's decision must keep its checkpoint (``keeps_checkpoint``). The decisions
+for its rung's decision keeps its checkpoint (``service.store.checkpoint_policy``). The decisions
 are recorded in the parent's progress (``search``) in the same transaction, so a killed
 worker, a lost message or a retry cannot decide a rung twice or lose a trial.
 
@@ -320,8 +320,9 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
         # a stack's time is shared by its replicas (timing.stacked, where it is recorded)
         st["run_s"][t] += session / max(1, int(timing.get("stacked") or 1))
         st["cum_s"][t] = run_s
-        # samples_per_s is this session's samples over the cumulative run_s
-        st["samples"][t] += round(float(timing.get("samples_per_s") or 0.0) * run_s)
+        # samples_per_s is this session's samples over this session's own seconds
+        own_s = float(timing.get("session_s", run_s) or 0.0)
+        st["samples"][t] += round(float(timing.get("samples_per_s") or 0.0) * own_s)
     st["budget"] = {"epochs": sum(st["epochs"]), "samples": sum(st["samples"]),
                     "run_s": round(sum(st["run_s"]), 6)}
     out.changed = True
@@ -383,16 +384,6 @@ def _advance_grid(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], metric: s
     tuning[arm.label] = {"metric": metric, "grid": grid, "chosen": setting}
     for seed in eval_seeds(spec):
         out.new.append(child_job(spec, arm, setting, seed, _phase="final", _grid=setting))
-
-
-def keeps_checkpoint(child_spec: dict[str, Any], parent_progress: dict[str, Any]) -> bool:
-    """Whether a search trial must keep its checkpoint after it ended: it waits at a rung
-    that is not decided yet, or was promoted and resumes from it. (Retention asks this
-    before it drops the checkpoints of succeeded jobs.)"""
-    if child_spec.get("_phase") != "search" or not child_spec.get("_checkpoint_end"):
-        return False
-    st = parent_progress.get("search", {}).get(child_spec.get("_arm"))
-    return st is None or (not st["done"] and child_spec["_trial"] in st["alive"])
 
 
 def settled_trial(child_spec: dict[str, Any], parent_progress: dict[str, Any]) -> bool:
