@@ -125,6 +125,12 @@ def status_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def phase_name(phase: str | None) -> str:
+    """A comparison child's ``_phase`` as a progress line names it."""
+    return {"tune": "tuning", "search": "search", "final": "final runs"}.get(
+        phase or "", "runs")
+
+
 def progress_line(progress: dict[str, Any]) -> str:
     """One line of a running job's progress (``gradq run``'s status line)."""
     parts = []

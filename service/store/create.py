@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
@@ -76,6 +77,17 @@ def queued_children(parent_id: str, url: str | None = None) -> list[str]:
         return list(s.execute(sa.select(Job.id).where(Job.parent_id == parent_id,
                                                       Job.status == JobStatus.QUEUED)
                               .order_by(Job.created_at, Job.id)).scalars())
+
+
+def queued_children_phases(parent_id: str, url: str | None = None
+                           ) -> list[tuple[str, str | None]]:
+    """``queued_children`` with each one's phase (``_phase`` of its spec: tune, search,
+    final, or None for a plain comparison's runs)."""
+    with session_scope(url) as s:
+        rows = s.execute(sa.select(Job.id, Job.spec).where(Job.parent_id == parent_id,
+                                                           Job.status == JobStatus.QUEUED)
+                         .order_by(Job.created_at, Job.id)).all()
+    return [(r.id, json.loads(r.spec).get("_phase")) for r in rows]
 
 
 def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:
