@@ -116,20 +116,13 @@ def job_page(request: Request) -> HTMLResponse:
 
 def _pairs(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The report's pairwise differences (``pairs``: diff, p, p_holm), every key present
-    for the template (a pair over one seed has no interval or p). A pair that survives
-    Holm names its better arm, from the sign of a − b and the metric's direction (the
-    report's pairs carry no such key)."""
-    low = report.get("lower_is_better", True)
+    for the template (a pair over one seed has no interval or p)."""
     out = []
     for p in report.get("pairs") or []:
-        diff = p.get("diff")
-        better = None
-        if p.get("significant") and diff:
-            better = p.get("a") if (diff < 0) == low else p.get("b")
         out.append({"a": p.get("a"), "b": p.get("b"), "n": p.get("n"),
-                    "diff": diff, "ci95": p.get("ci95"),
+                    "diff": p.get("diff"), "ci95": p.get("ci95"),
                     "p": p.get("p"), "p_holm": p.get("p_holm"),
-                    "significant": p.get("significant"), "better": better})
+                    "significant": p.get("significant"), "better": p.get("better")})
     return out
 
 
