@@ -46,26 +46,40 @@ def worker(gpus: str | None, cpu: bool, queues: str | None, concurrency: int,
 
 
 def _gpu_ids(spec: str, required: bool = True) -> list[int]:
+    """The GPUs to start workers on: ``all`` those usable, or the ids given. Where none is
+    usable and GPUs were asked for, the probe's error ends the command (exit 3)."""
+    ids = None
     if spec != "all":
         try:
-            return [int(x) for x in spec.split(",") if x.strip()]
+            ids = [int(x) for x in spec.split(",") if x.strip()]
         except ValueError:
             raise click.BadParameter(f"{spec!r}: use a list like 0,1 or 'all'",
                                      param_hint="--gpus") from None
+    n, problem = _probe_gpus()
+    if n == 0 and required:
+        from gradq.service.errors import ServiceUnavailable
+
+        raise ServiceUnavailable(f"gradq worker --gpus: no CUDA GPU is usable here: {problem}; "
+                                 "fix the CUDA install, or use --cpu")
+    return list(range(n)) if ids is None else ids
+
+
+def _probe_gpus() -> tuple[int, str]:
+    """(usable GPUs, why none is) counted in a child process: this supervisor never
+    initialises CUDA itself."""
     import subprocess
 
-    # counted in a child process: this supervisor never initialises CUDA itself
     probe = "import cupy; print(cupy.cuda.runtime.getDeviceCount())"
     try:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                              timeout=60)
-        n = int(out.stdout.strip()) if out.returncode == 0 else 0
-    except (subprocess.TimeoutExpired, ValueError):
-        n = 0
-    if n == 0 and required:
-        raise click.BadParameter("no CUDA GPU is usable here (is CuPy installed?); "
-                                 "use --cpu", param_hint="--gpus")
-    return list(range(n))
+    except subprocess.TimeoutExpired:
+        return 0, "the probe (import cupy; getDeviceCount) did not answer in 60 s"
+    if out.returncode == 0 and out.stdout.strip().isdigit():
+        n = int(out.stdout.strip())
+        return n, "" if n else "CUDA sees no device"
+    lines = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+    return 0, (lines[-1] if lines else f"the probe exited with {out.returncode}")
 
 
 @click.command()

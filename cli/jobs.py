@@ -42,7 +42,7 @@ def run(spec: Path, sets: tuple[str, ...], as_json: bool) -> None:
     if not as_json:
         click.echo(f"job {ids[0]}", err=True)
     progress = Progress()
-    doc = run_here(ids, progress, progress.label)
+    doc = run_here(ids, progress, progress.child)
     progress.done()
     show_result(doc, as_json, plots=True)
     if doc["status"] in ("failed", "diverged"):

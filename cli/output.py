@@ -44,12 +44,18 @@ def pairs(items: Sequence[tuple[str, Any]]) -> None:
 
 
 class Progress:
-    """One status line on standard error, redrawn in place on a terminal."""
+    """One status line on standard error, redrawn in place on a terminal.
 
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
+    A comparison run here (``gradq run``) also reports its children: on a terminal they
+    join the one line (``search: child 3 of 18 · epoch 2/9 …``); elsewhere (a log file, a
+    pipe) a plain line is printed once per phase of the comparison, not once per child."""
+
+    def __init__(self, tty: bool | None = None) -> None:
+        self.tty = sys.stderr.isatty() if tty is None else tty
         self.last = ""
         self.printed_at = 0.0
+        self.children = ""  # the children's part of the line
+        self.phase: object = ()  # the phase last announced (none yet)
 
     def __call__(self, progress: dict[str, Any]) -> None:
         line = present.progress_line(progress)
@@ -58,14 +64,24 @@ class Progress:
             return  # a log file gets a line every two seconds, not one per epoch
         self.printed_at = now
         if self.tty:
-            click.echo("\r" + line.ljust(len(self.last)), nl=False, err=True)
+            self._draw(" · ".join(p for p in (self.children, line) if p))
         else:
             click.echo(line, err=True)
-        self.last = line
 
-    def label(self, text: str) -> None:
-        self.done()
-        click.echo(text, err=True)
+    def child(self, event: dict[str, Any]) -> None:
+        """A comparison's child starts (``workers.local.run_here``'s ``on_child``)."""
+        phase = present.phase_name(event["phase"])
+        total = event["ran"] + event["queued"]
+        if self.tty:
+            self.children = f"{phase}: child {event['ran'] + 1} of {total}"
+            self._draw(self.children)
+        elif event["phase"] != self.phase:
+            click.echo(f"{phase}: {event['queued']} children queued", err=True)
+        self.phase = event["phase"]
+
+    def _draw(self, line: str) -> None:
+        click.echo("\r" + line.ljust(len(self.last)), nl=False, err=True)
+        self.last = line
 
     def done(self) -> None:
         if self.tty and self.last:

@@ -127,12 +127,18 @@ def results(job: str, as_json: bool) -> None:
 @click.option("--metric", "metrics", multiple=True, help="Only this metric (repeatable).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--png", "png_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-points", "max_points", type=click.IntRange(min=0), default=0,
+              show_default=True,
+              help="At most about N points per series, downsampled as the dashboard does "
+                   "(per bucket its first, last, lowest and highest point); 0: every point.")
 @json_option
 @handle_errors
 def curves(jobs_: tuple[str, ...], metrics: tuple[str, ...], csv_path: Path | None,
-           png_path: Path | None, as_json: bool) -> None:
+           png_path: Path | None, max_points: int, as_json: bool) -> None:
     """Learning curves of one or more jobs (several are overlaid in the PNG)."""
-    docs = [queries.curves(j, metrics) for j in jobs_]
+    if 0 < max_points < 4:
+        raise UsageError(f"--max-points: {max_points} is below the minimum 4 (0 means all)")
+    docs = [queries.curves(j, metrics, max_points=max_points or None) for j in jobs_]
     for d, j in zip(docs, jobs_, strict=True):
         if metrics and not d["metrics"]:
             raise UsageError(f"job {j} has no metric named {', '.join(metrics)}")

@@ -13,7 +13,7 @@ from .output import echo_lines, emit_json
 
 def print_suite(job_id: str, as_json: bool, png: Path | None = None,
                 default_png: bool = False) -> dict[str, Any]:
-    """Print a suite's report (SPEC §12); write its plots to ``png`` (and, with
+    """Print a suite's report (docs/suites.md); write its plots to ``png`` (and, with
     ``default_png``, to ``$GRADQ_HOME/reports/<id>/profiles.png`` when none is given)."""
     from gradq.service.experiments.suite_report import build_suite_report
 

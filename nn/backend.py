@@ -6,15 +6,18 @@ maths on ``xp``; nothing else imports ``cupy`` (STYLE.md, after Chainer's ``back
 
 from __future__ import annotations
 
+from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
 import numpy
 
+_IMPORT_ERROR: str | None = None
 try:  # CuPy is optional: a machine without a GPU imports everything cleanly.
     import cupy  # type: ignore[import-not-found]
-except Exception:  # ImportError, or a CUDA library that fails to load
+except Exception as exc:  # ImportError, or a CUDA library that fails to load
     cupy = None
+    _IMPORT_ERROR = f"CuPy does not import ({type(exc).__name__}: {exc})"
 
 
 def array_module(*arrays: Any) -> ModuleType:
@@ -24,26 +27,36 @@ def array_module(*arrays: Any) -> ModuleType:
     return numpy
 
 
+@lru_cache(maxsize=1)
+def gpu_problem() -> str | None:
+    """Why no GPU is usable here (None: one is): CuPy missing or failing to import, the
+    CUDA runtime's error, or no device. Probed once per process."""
+    if cupy is None:
+        return _IMPORT_ERROR or "CuPy is not installed"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # a broken driver or runtime: say which
+        return f"the CUDA runtime failed ({type(exc).__name__}: {exc})"
+    return None if n > 0 else "CUDA sees no device"
+
+
 def gpu_available() -> bool:
     """True when CuPy imports and at least one CUDA device answers."""
-    if cupy is None:
-        return False
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    return gpu_problem() is None
 
 
 def get_array_module(device: str) -> ModuleType:
     """Resolve a device name (``auto``, ``cuda``, ``cpu``) to ``cupy`` or ``numpy``.
 
-    ``cuda`` without a usable GPU raises ``RuntimeError`` rather than silently using the CPU.
+    ``cuda`` without a usable GPU raises ``RuntimeError`` with the reason, rather than
+    silently using the CPU; ``auto`` falls back to NumPy (``gpu_problem`` says why).
     """
     if device == "cpu":
         return numpy
     if device == "cuda":
-        if not gpu_available():
-            raise RuntimeError("device 'cuda' asked for, but CuPy or a CUDA GPU is not available")
+        problem = gpu_problem()
+        if problem is not None:
+            raise RuntimeError(f"device 'cuda' asked for, but no GPU is usable: {problem}")
         return cupy
     if device == "auto":
         return cupy if gpu_available() else numpy

@@ -125,6 +125,12 @@ def status_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def phase_name(phase: str | None) -> str:
+    """A comparison child's ``_phase`` as a progress line names it."""
+    return {"tune": "tuning", "search": "search", "final": "final runs"}.get(
+        phase or "", "runs")
+
+
 def progress_line(progress: dict[str, Any]) -> str:
     """One line of a running job's progress (``gradq run``'s status line)."""
     parts = []
@@ -246,7 +252,7 @@ def removed_line(d: dict[str, Any]) -> str:
 
 
 def suite_lines(rep: dict[str, Any]) -> list[str]:
-    """A suite's report (SPEC §12): per workload and arm the median time to target in the
+    """A suite's report (docs/suites.md): per workload and arm the median time to target in the
     suite's unit, the seeds that reached it, the ratio to the fastest arm and the final
     metric; then per arm the score, ρ(1) and the win probability at 1 and at all trials."""
     unit = rep["budget"]

@@ -594,3 +594,36 @@ def test_json_documents_are_strict_json(db: dict[str, Any]) -> None:
 
 def _refuse_constant(token: str) -> None:
     pytest.fail(f"{token} is not JSON")
+
+
+# ------------------------------------------------------- a comparison's progress
+def test_run_of_a_comparison_prints_a_line_per_phase_not_per_child(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADQ_MAX_REPLICAS", "1")  # every child runs on its own
+    spec = {"kind": "compare", "data": {"dataset": "iris"}, "model": {"hidden": [4]},
+            "training": {"epochs": 1}, "device": "cpu",
+            "compare": {"optimizers": [{"name": "sgd", "lr": [0.01, 0.1, 0.3]}], "seeds": 3}}
+    # When a comparison of 3 tuning runs and 3 final runs runs with its output in a file
+    out = gradq("run", write(tmp_path / "grid.json", json.dumps(spec)))
+    assert out.code == 0, out.stderr
+    # Then standard error has one plain line per phase, none per child
+    lines = out.stderr.splitlines()
+    assert [ln for ln in lines if "children queued" in ln] == [
+        "tuning: 3 children queued", "final runs: 3 children queued"]
+    assert not [ln for ln in lines if ln.startswith("child ")]
+
+
+def test_on_a_terminal_the_children_share_one_line_redrawn_in_place(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gradq.cli.output import Progress
+
+    p = Progress(tty=True)
+    for ran in range(50):
+        p.child({"child": f"c{ran}", "phase": "final" if ran >= 20 else "tune",
+                 "queued": 50 - ran, "ran": ran})
+        p({"epoch": 1, "epochs": 2, "step": 3, "steps": 6, "train_loss": 0.5})
+    p.done()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n")  # one line, ended once
+    last = err.rstrip("\n").rsplit("\r", 1)[-1].rstrip()
+    assert last == "final runs: child 50 of 50 · epoch 1/2  step 3/6  train_loss 0.5"

@@ -174,10 +174,17 @@ def test_paired_design_same_split_start_and_minibatch_order(tmp_path: Path) -> N
             at0 = {curves[(arm, seed)][m]["value"][0] for arm in ALL}
             assert len(at0) == 1, m
         # and the same minibatches in the same order: momentum(μ=0) retraces sgd's every
-        # step, and ends with the same parameters
+        # step, and ends with the same parameters. Within a few ulps of the training dtype
+        # (float32), not bit for bit: the two arms may train in different stacks (another
+        # replica count, or alone), which changes only the order in which batched products
+        # and loss sums add up — a rounding error of float32 per operation (momentum(μ=0)
+        # and sgd were seen 1 float64 ulp apart). Another minibatch order, split or start
+        # would move these losses by far more than 1e-3 (compare the seeds' curves).
         for m in ("train_loss", "val_loss", "test_loss"):
             assert len(curves[(SGD, seed)][m]["value"]) == 13
-            assert curves[(MOMENTUM0, seed)][m]["value"] == curves[(SGD, seed)][m]["value"]
+            np.testing.assert_array_max_ulp(
+                np.float32(curves[(MOMENTUM0, seed)][m]["value"]),
+                np.float32(curves[(SGD, seed)][m]["value"]), maxulp=4)
         a = arrays(queries.artifact(by[(SGD, seed)], "model"))
         b = arrays(queries.artifact(by[(MOMENTUM0, seed)], "model"))
         assert set(a) == set(b) and set(a) >= {"W0", "b0", "W1", "b1"}

@@ -207,6 +207,29 @@ def test_rm_force_gives_up_with_a_clear_line_when_the_worker_holds_on(
     assert owned({jid})["jobs"] == 1
 
 
+def test_rm_of_several_jobs_is_all_or_nothing(database: str, tmp_path: Path) -> None:
+    # Given a finished job A and a job B whose worker is frozen (its lease still held)
+    [a] = store(tmp_path, TRAIN, "a.json")
+    run_here([a])
+    [b] = store(tmp_path, {**TRAIN, "seed": 1}, "b.json")
+    frozen = leases.claim(b, "frozen")
+    assert frozen is not None
+    before = owned({a})
+    # When both are removed with --force and B never lets go
+    code, out, err = invoke("rm", a, b, "--force", "--wait", "0.5", "--json")
+    # Then the command fails saying nothing was deleted, and nothing was: A is whole
+    assert code == 2 and out == ""
+    assert b in err.strip().splitlines()[-1] and "nothing was deleted" in err
+    assert owned({a}) == before and before["jobs"] == 1 and before["metrics"] > 0
+    assert owned({b})["jobs"] == 1
+    # When B's worker lets go (it ends the job), Then both go in one command
+    writes.finish(frozen, JobStatus.CANCELLED, error="cancelled")
+    code, out, err = invoke("rm", a, b, "--json")
+    assert code == 0, err
+    assert [d["id"] for d in json.loads(out)] == [a, b]
+    assert owned({a, b})["jobs"] == 0
+
+
 def test_rm_of_a_queued_job_wins_against_its_claim(database: str, tmp_path: Path) -> None:
     [jid] = store(tmp_path, TRAIN, "q.json")
     assert invoke("rm", jid)[0] == 0

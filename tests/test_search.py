@@ -221,6 +221,12 @@ def test_a_search_runs_prunes_and_evaluates_the_chosen_point(tmp_path: Path) -> 
         assert top["final"]["epochs"] == 9 and len(top["val_steps"]) == 10
         assert top["val_steps"] == sorted(set(top["val_steps"]))
         assert top["extra"]["resumed_from"] == {"epoch": 3, "step": 18}
+        # its speed is this run's samples (epochs 4-9) over this run's seconds, not over
+        # the cumulative run_s that counts the rungs before it
+        timing = queries.result(top["id"])["timing"]
+        assert 0 < timing["session_s"] < timing["run_s"]
+        assert timing["samples_per_s"] == pytest.approx(6 * 90 / timing["session_s"],
+                                                        rel=1e-3, abs=0.1)
         assert st["values"][st["chosen_trial"]] == top["final"]["val_loss"]
         # no checkpoint outlives the search
         assert all(k["checkpoints"] == 0 for k in trials)

@@ -52,3 +52,51 @@ def test_a_grid_of_an_arm_needs_validation_samples() -> None:
     spec["data"]["validation"] = 0.0
     with pytest.raises(SpecError, match=r"compare.arms\[1\]"):
         validate(spec)
+
+
+# ------------------------------------------------ issue 19: epochs searched, tune seeds
+def test_searching_the_epochs_under_successive_halving_is_refused(tmp_path) -> None:
+    from _cli import invoke, write_spec
+
+    arms = [{"label": "long", "optimizer.name": "adam",
+             "training.epochs": {"int": [4, 20]}}]
+    path = write_spec(tmp_path, search_spec(arms=arms))
+    code, out, err = invoke("submit", path)
+    [line] = err.strip().splitlines()
+    assert code == 2 and out == ""
+    assert "compare.arms[0]" in line and "training.epochs" in line and "halving" in line
+    assert invoke("ls", "--json")[1].strip() == "[]"  # nothing stored
+    # without the pruner the epochs may be searched
+    validate(search_spec(arms=arms, pruner=False))
+
+
+def test_under_halving_every_trial_is_ranked_on_the_mean_over_every_tuning_seed() -> None:
+    from gradq.service.experiments.compare import Kid, advance, expand
+
+    spec = search_spec(trials=3, epochs=3)
+    spec["compare"]["tune_seeds"] = 2
+    spec["compare"]["optimizers"] = spec["compare"]["optimizers"][:1]
+    job = expand(validate(spec))
+    tune = job.progress["seeds"]["tune"]
+    trials = [c.spec for c in job.children if c.spec["_phase"] == "search"]
+    # Given: every trial runs on both tuning seeds, the first rung's epochs
+    assert sorted((t["_trial"], t["seed"]) for t in trials) == [
+        (i, s) for i in range(3) for s in tune]
+    assert {t["training"]["epochs"] for t in trials} == {1}
+    # When trial 0 is best on the first seed alone but trial 1 is best on the mean
+    val = {(0, tune[0]): 0.10, (0, tune[1]): 0.90, (1, tune[0]): 0.30,
+           (1, tune[1]): 0.30, (2, tune[0]): 0.50, (2, tune[1]): 0.60}
+    kids = [Kid(f"t{t['_trial']}s{t['seed']}", t, "succeeded",
+                {"val_loss": val[t["_trial"], t["seed"]], "epochs": 1},
+                {"run_s": 1.0, "samples_per_s": 90.0}) for t in trials]
+    step = advance(job.spec, kids, job.progress)
+    # Then trial 1 goes on, on both seeds; the others are pruned on both
+    assert step.promote == {f"t1s{s}": 3 for s in tune}
+    st = step.progress["search"][trials[0]["_arm"]]
+    assert st["values"] == pytest.approx([0.5, 0.3, 0.55])
+    assert st["epochs"] == [2, 2, 2] and st["budget"]["samples"] == 6 * 90
+    assert sorted(step.drop_checkpoints) == sorted(f"t{i}s{s}" for i in (0, 2) for s in tune)
+    # And a trial that diverged on one seed is not ranked on the other alone
+    kids[-1] = Kid(kids[-1].id, kids[-1].spec, "diverged")
+    assert advance(job.spec, kids, job.progress).progress["search"][
+        trials[0]["_arm"]]["values"][2] is None

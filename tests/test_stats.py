@@ -124,6 +124,38 @@ def test_expected_best_of_one_trial_is_the_mean_and_of_all_the_best() -> None:
         None, pytest.approx((0.3 + 0.1 + 0.1) / 3), 0.1]
 
 
+def big_integer_expected_best(values: list[float | None], low: bool) -> list[float | None]:
+    """The exact sums with big-integer binomials (the implementation before issue 19,
+    kept as the oracle of the log-space one: 0.6 s at 600 trials, 7 s at 1,200)."""
+    n = len(values)
+    done = [v for v in values if v is not None]
+    f = n - len(done)
+    ranked = sorted(done, reverse=low)
+    out: list[float | None] = []
+    for k in range(1, n + 1):
+        if k <= f:
+            out.append(None)
+            continue
+        total = math.comb(n, k)
+        out.append(float(sum(v * (math.comb(f + j - 1, k - 1) / total)
+                             for j, v in enumerate(ranked, start=1))))
+    return out
+
+
+@pytest.mark.parametrize("n,failed", [(1, 0), (2, 1), (9, 3), (40, 0), (41, 5), (257, 7),
+                                      (400, 0)])
+def test_expected_best_in_log_space_equals_the_big_integer_sums(n: int, failed: int) -> None:
+    rng = random.Random(n)
+    values: list[float | None] = [rng.lognormvariate(0, 2) for _ in range(n)]
+    for i in rng.sample(range(n), failed):
+        values[i] = None
+    for low in (True, False):
+        got, want = report.expected_best(values, low), big_integer_expected_best(values, low)
+        assert [g is None for g in got] == [w is None for w in want]
+        assert [g for g in got if g is not None] == pytest.approx(
+            [w for w in want if w is not None], rel=1e-10)
+
+
 # ------------------------------------------------------------------ capacity
 def test_capacity_axis_is_the_one_numeric_key_the_arms_vary() -> None:
     order = ["a", "b", "c"]

@@ -268,6 +268,28 @@ def test_postgres_schema_behind_names_the_upgrade(pg_url: str,
     assert cli("ls")[0] == 0
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_database_newer_than_this_gradq_is_a_schema_mismatch(
+        database: str, request: pytest.FixtureRequest) -> None:
+    if database == "postgresql":
+        request.getfixturevalue("pg_url")
+    db.upgrade()
+    # Given a database that a newer gradq migrated to a revision this one does not know
+    with db.get_engine().begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    db.dispose_engines()
+    # When a command opens it, Then it is refused as a schema mismatch, in one line
+    code, out, err = cli("ls")
+    assert code == 3 and out == ""
+    [line] = err.strip().splitlines()
+    assert "0099_from_the_future" in line and "newer than this gradq" in line
+    assert "upgrade gradq" in line
+    # and nothing was changed in it
+    with db.get_engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() \
+            == "0099_from_the_future"
+
+
 def test_sqlite_behind_is_migrated_again() -> None:
     """Only SQLite (the embedded default) is migrated automatically."""
     assert queries.list_jobs() == []

@@ -1,4 +1,4 @@
-"""Suites (SPEC §12): the measures on hand-worked examples and against brute force, the
+"""Suites (docs/suites.md): the measures on hand-worked examples and against brute force, the
 report against an independent recomputation from the SQLite file, the lifecycle of a suite
 (a failed workload, cancel, retry, rm), and bad input refused with one line.
 
@@ -146,7 +146,7 @@ def _db(home: Path) -> sqlite3.Connection:
 
 def _recompute(home: Path, suite_id: str) -> dict[str, Any]:
     """The suite's measures from the SQLite file, by code that shares nothing with gradq's
-    report: SQL rows in, the definitions of SPEC §12 applied by hand."""
+    report: SQL rows in, the definitions of docs/suites.md applied by hand."""
     db = _db(home)
     suite_spec = json.loads(db.execute("SELECT spec FROM jobs WHERE id = ?",
                                        (suite_id,)).fetchone()[0])

@@ -449,14 +449,13 @@ def test_downsampling_keeps_the_first_last_lowest_and_highest_points(
     assert len(steps) <= 400 + 100 and steps == sorted(set(steps))  # + one nan per bucket
     assert steps[0] == 0 and steps[-1] == n - 1
     assert 777 in steps and 9000 in steps and 4321 in steps
-    # every bucket's own extremes are kept, with their epoch and time (a non-finite value
-    # stands for its bucket's lowest, so that a divergence shows)
+    # every bucket's own extremes are kept, with their epoch and time; a non-finite value
+    # is kept beside them (so that a divergence shows), never instead of the lowest
     width = (n - 1) // 100 + 1
     for b in range(0, n, width):
         seg = y[b:b + width]
         finite = np.where(np.isfinite(seg))[0]
-        if len(finite) == len(seg):
-            assert b + finite[np.argmin(seg)] in steps
+        assert b + finite[np.argmin(seg[finite])] in steps
         assert b + finite[np.argmax(seg[finite])] in steps
         assert b in steps and min(b + width, n) - 1 in steps
     i = steps.index(777)
@@ -464,6 +463,28 @@ def test_downsampling_keeps_the_first_last_lowest_and_highest_points(
     assert math.isnan(doc["value"][steps.index(4321)])
     # a short series, or max_points above its length, is returned whole
     assert queries.curves(job, max_points=n)["metrics"]["train_loss"] == full
+
+
+def test_curves_of_the_cli_and_the_api_are_one_document_for_the_same_max_points() -> None:
+    from gradq.ui.app import create_app
+    from starlette.testclient import TestClient
+
+    # Given a curve of 5,000 points, longer than the API's default of 2,000
+    rng = np.random.default_rng(1)
+    job = _create_and_log(np.exp(-np.arange(5_000) / 900) + 0.01 * rng.standard_normal(5_000),
+                          start=0)
+    with TestClient(create_app(), base_url="http://127.0.0.1:8765") as c:
+        # When both are asked for the same number of points, Then they answer alike
+        api = c.get(f"/api/jobs/{job}/curves").json()
+        assert api == cli_json("curves", job, "--max-points", "2000")
+        assert len(api["metrics"]["train_loss"]["step"]) < 2_100
+        assert (c.get(f"/api/jobs/{job}/curves?max_points=300").json()
+                == cli_json("curves", job, "--max-points", "300"))
+        every = cli_json("curves", job)  # the CLI's default stays every point
+        assert len(every["metrics"]["train_loss"]["step"]) == 5_000
+        assert c.get(f"/api/jobs/{job}/curves?max_points=0").json() == every
+    code, out, err = invoke("curves", job, "--max-points", "3")
+    assert code == 2 and not out and "--max-points: 3 is below the minimum 4" in err
 
 
 def test_after_step_returns_only_what_is_new() -> None:

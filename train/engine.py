@@ -247,7 +247,8 @@ def make_outcome(eng: Engine, *, status: str, error: str | None, epoch: int, ste
                  arrays: dict[str, np.ndarray], initial: dict[str, np.ndarray],
                  run_s: float, samples: int, warnings: list[str],
                  best_epoch: int | None = None, measured: dict[str, float] | None = None,
-                 extra: dict[str, Any] | None = None) -> Outcome:
+                 extra: dict[str, Any] | None = None, session_s: float | None = None
+                 ) -> Outcome:
     """A run's ``Outcome``: its final figures are the last log point's (or ``measured``,
     at restored best parameters), its epochs, steps and best epoch."""
     final = final_metrics(progress)
@@ -258,4 +259,4 @@ def make_outcome(eng: Engine, *, status: str, error: str | None, epoch: int, ste
     more.update(extra or {})
     return Outcome(status=status, final=final, params=eng.net.size, arrays=arrays,
                    initial=initial, run_s=run_s, samples=samples, error=error,
-                   last_rows=last_rows, progress=progress, extra=more)
+                   last_rows=last_rows, progress=progress, extra=more, session_s=session_s)

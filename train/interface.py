@@ -88,12 +88,13 @@ class Outcome:
     params: int
     arrays: dict[str, np.ndarray]
     initial: dict[str, np.ndarray]
-    run_s: float
-    samples: int
+    run_s: float  # cumulative: a resumed run counts the seconds of the runs before it
+    samples: int  # trained on in this run only
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     last_rows: list[MetricRow] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)
+    session_s: float | None = None  # this run's own seconds, when it resumed; else run_s
 
 
 @dataclass

@@ -138,6 +138,7 @@ class Trainer(Engine):
         body = _RunBody(self, self.stepper.init())
         epoch = step = 0
         resumed_from = None
+        elapsed = None
         if resume is not None:
             epoch, step, elapsed, body.state = self._restore(resume, body.state, body.best)
             body.t0 -= elapsed
@@ -158,7 +159,8 @@ class Trainer(Engine):
             initial=initial_arrays, run_s=run_s, samples=body.samples,
             warnings=self.stepper.warnings, best_epoch=best["epoch"] if es is not None else None,
             measured=measured,
-            extra={"resumed_from": resumed_from} if resumed_from is not None else None)
+            extra={"resumed_from": resumed_from} if resumed_from is not None else None,
+            session_s=None if elapsed is None else max(0.0, run_s - elapsed))
 
     def _closed_form(self, initial_arrays: dict[str, np.ndarray]) -> Outcome:
         """The exact minimiser of the regularised least-squares objective (docs/optimizers.md)."""

@@ -103,7 +103,7 @@ def job_page(request: Request) -> HTMLResponse:
                 report_error = str(exc)
         if doc["kind"] == "compare":
             children = queries.children(doc["id"])
-        if doc["kind"] == "suite":  # SPEC §12: each workload links to its comparison
+        if doc["kind"] == "suite":  # docs/suites.md: each workload links to its comparison
             from gradq.service.experiments.suite_report import build_suite_report
 
             report = build_suite_report(doc["id"])

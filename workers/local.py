@@ -18,7 +18,7 @@ MAX_PAUSE_S = 8.0  # the longest pause before a given-back job runs again
 
 
 def run_here(ids: list[str], observer: Callable[[dict[str, Any]], None],
-             on_child: Callable[[str], None]) -> dict[str, Any]:
+             on_child: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run the jobs ``create`` stored (``[id]`` or ``[parent, children…]``) here until none
     is left to run; returns the result document of ``ids[0]``.
 
@@ -26,8 +26,9 @@ def run_here(ids: list[str], observer: Callable[[dict[str, Any]], None],
     a pause that doubles up to ``MAX_PAUSE_S``. A comparison's children run until none is
     queued: a grid's final runs appear when its tuning runs are done, and a child takes its
     queued siblings that can train beside it as stacked replicas (as a worker does), so the
-    queue is read again after each run. ``on_child`` hears which child starts and how many
-    are queued."""
+    queue is read again after each run. ``on_child`` hears of each child that starts:
+    ``{"child", "phase", "queued", "ran"}`` (queued: it included; ran: children run before
+    it here)."""
     worker = f"{socket.gethostname()}-local"
     delay = 0.5
     while len(ids) == 1:
@@ -36,7 +37,10 @@ def run_here(ids: list[str], observer: Callable[[dict[str, Any]], None],
             break
         time.sleep(delay)
         delay = min(MAX_PAUSE_S, 2 * delay)
-    while len(ids) > 1 and (todo := create.queued_children(ids[0])):
-        on_child(f"child {todo[0]} ({len(todo)} queued)")
-        execute(todo[0], worker=worker, observer=observer)
+    ran = 0
+    while len(ids) > 1 and (todo := create.queued_children_phases(ids[0])):
+        child, phase = todo[0]
+        on_child({"child": child, "phase": phase, "queued": len(todo), "ran": ran})
+        execute(child, worker=worker, observer=observer)
+        ran += 1
     return queries.result(ids[0])

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gradq.nn.backend import device_name, get_array_module
+from gradq.nn.backend import device_name, get_array_module, gpu_problem
 from gradq.service.failure_policy import Failure
 from gradq.service.publish import publish_jobs
 from gradq.service.settings import Settings, get_settings
@@ -100,6 +100,7 @@ def _run_claimed(lease: Lease, hb: Heartbeat, device_pref: str, settings: Settin
         finally:
             hooks.writer.close()  # the run is over: let the last writes land
         hooks.close()  # raises what a write met: a lost lease, a database that stayed down
+        _note_device(outcome, spec, device_pref, xp)
     except Exception as exc:  # the failure policy decides: retry, fail, or abandon
         if classify(exc) is Failure.PERMANENT:
             log.exception("job %s failed", lease.job_id)
@@ -129,13 +130,24 @@ def _abandon(job_id: str) -> str:
     return _LOST
 
 
+def timing_of(outcome: Outcome, queued_s: float | None, stacked: int) -> dict[str, Any]:
+    """A result's ``timing``. ``run_s`` counts every run of the job (a resumed one adds the
+    seconds before its checkpoint); ``samples_per_s`` is this run's samples over this run's
+    own seconds, which a resumed run also records as ``session_s``."""
+    session = outcome.run_s if outcome.session_s is None else outcome.session_s
+    timing = {"queued_s": queued_s, "run_s": round(outcome.run_s, 6),
+              "samples_per_s": round(outcome.samples / session, 1) if session > 0 else None,
+              "stacked": stacked}
+    if outcome.session_s is not None:
+        timing["session_s"] = round(outcome.session_s, 6)
+    return timing
+
+
 def _store(lease: Lease, job: Job, outcome: Outcome, lease_s: float, publish: bool,
            stacked: int = 1) -> str:
     """Write a run's end through its lease: result, artifacts, last metrics, status.
     ``stacked``: how many replicas trained together in its stack (1: alone)."""
-    timing = {"queued_s": _queued_s(job), "run_s": round(outcome.run_s, 6),
-              "samples_per_s": round(outcome.samples / outcome.run_s, 1)
-              if outcome.run_s > 0 else None, "stacked": stacked}
+    timing = timing_of(outcome, _queued_s(job), stacked)
     result = {"final": outcome.final, "timing": timing, "params": outcome.params,
               "extra": outcome.extra}
     status = JobStatus(outcome.status)
@@ -227,8 +239,27 @@ def _run_batch(lease: Lease, hb: Heartbeat, job: Job, device_pref: str, settings
 
 
 def _array_module(spec: dict[str, Any], device_pref: str) -> Any:
-    """The array module a job runs on: its spec's device, or the worker's for ``auto``."""
+    """The array module a job runs on: its spec's device, or the worker's for ``auto``.
+    ``cuda`` where no GPU is usable raises, with the reason: never the CPU instead."""
     return get_array_module(device_pref if spec["device"] == "auto" else spec["device"])
+
+
+_warned_fallback = False  # the worker logs its fallback to the CPU once
+
+
+def _note_device(outcome: Outcome, spec: dict[str, Any], device_pref: str, xp: Any) -> None:
+    """A job that asked for ``auto`` and trained on NumPy records why no GPU was used
+    (``extra.device_note`` of its result), and the worker says so once as a warning."""
+    global _warned_fallback
+    if (device_pref if spec["device"] == "auto" else spec["device"]) != "auto":
+        return
+    problem = gpu_problem() if xp.__name__ == "numpy" else None
+    if problem is None:
+        return
+    outcome.extra["device_note"] = f"device auto: no usable GPU ({problem}); trained on the CPU"
+    if not _warned_fallback:
+        _warned_fallback = True
+        log.warning("device auto falls back to the CPU (NumPy): %s", problem)
 
 
 def _prepare(spec: dict[str, Any], job: Job) -> Any:
@@ -276,6 +307,8 @@ def _train_batch(members: list[_Member], alone: list[_Member], xp: Any, device_p
         tb = "".join(traceback.format_exception(hooks.error))
         ends = [ReplicaEnd(error=hooks.error, traceback=tb) for _ in ends]
     for m, end in zip(held, ends, strict=False):
+        if end.outcome is not None:
+            _note_device(end.outcome, m.spec, device_pref, xp)
         statuses[m.lease.job_id] = _end_replica(m, end, lease_s, publish, len(held))
     for m in alone:
         try:

@@ -14,18 +14,21 @@ initial parameters: the parent's progress says so under ``shapes``.
 **Tuning.** An arm's setting may be a grid (a list; DeepOBS's protocol) or a search space
 with ``compare.search`` (``service.search``). Tuning runs (``_phase: tune``) and search
 trials (``_phase: search``) train on the tuning seeds, which follow the evaluation seeds
-and never overlap them; the setting with the best validation metric then runs on every
-evaluation seed (``_phase: final``). Each arm goes on to its final runs as soon as its own
-tuning is done.
+and never overlap them: a grid point and a search trial alike run on every tuning seed and
+are ranked on their mean over them (a trial with a failed seed has no value). The setting
+with the best validation metric then runs on every evaluation seed (``_phase: final``).
+Each arm goes on to its final runs as soon as its own tuning is done.
 
-**Successive halving** keeps one job per trial for its whole life, so its curves stay
-whole: the trial trains to its rung's epochs (``training.epochs`` of its spec) and ends
+**Successive halving** keeps one job per trial and tuning seed for its whole life, so its
+curves stay whole. Its rungs (``search.rungs``) are the arm's, cut from its
+``training.epochs``, which therefore cannot be searched under the pruner (refused at
+validation). A trial's job trains to its rung's epochs (``training.epochs`` of its spec) and ends
 ``succeeded`` with a checkpoint of that end (``_checkpoint_end``). When every trial of the
 rung has ended, ``advance`` (applied by ``service.store.settle`` under the comparison's row
 lock, in the transaction that records the last trial's end) promotes the top 1/eta: each goes back
 to ``queued`` with the next rung's epochs in its spec and resumes from its checkpoint,
 recomputing nothing; the others are pruned and their checkpoints dropped. A trial waiting
-for its rung's decision must keep its checkpoint (``keeps_checkpoint``). The decisions
+for its rung's decision keeps its checkpoint (``service.store.checkpoint_policy``). The decisions
 are recorded in the parent's progress (``search``) in the same transaction, so a killed
 worker, a lost message or a retry cannot decide a rung twice or lose a trial.
 
@@ -225,7 +228,6 @@ def _search_children(spec: dict[str, Any], arm: ArmPlan, tune: list[int]
     """An arm's search trials, and the search's state as the parent's progress holds it."""
     cfg = spec["compare"]["search"]
     n = cfg["trials"]
-    seeds = search.trial_seeds(tune, n)
     if cfg["method"] == "tpe":  # the first wave only; the next when it has ended (tpe.py)
         settings = _tpe_wave(spec, arm, [])
     else:
@@ -233,21 +235,24 @@ def _search_children(spec: dict[str, Any], arm: ArmPlan, tune: list[int]
     sh = (cfg["pruner"] or {}).get("successive_halving")
     out: list[NewJob] = []
     rungs: list[int] = []
-    for t, (setting, seed) in enumerate(zip(settings, seeds[:len(settings)], strict=True)):
-        job = child_job(spec, arm, setting, seed, _phase="search", _trial=t, _grid=setting)
-        epochs = job.spec["training"]["epochs"]
-        rungs = search.rungs(epochs, sh["eta"], sh["min_epochs"]) if sh else [epochs]
-        if len(rungs) > 1:
-            job.spec["training"]["epochs"] = rungs[0]
-            job.spec["_checkpoint_end"] = True  # a promoted trial resumes from its end
-        out.append(job)
+    for t, setting in enumerate(settings):
+        # every trial on every tuning seed, one job each: a trial is ranked on its mean over
+        # the same seeds as every other trial (as a grid point is)
+        for seed in tune:
+            job = child_job(spec, arm, setting, seed, _phase="search", _trial=t, _grid=setting)
+            epochs = job.spec["training"]["epochs"]
+            rungs = search.rungs(epochs, sh["eta"], sh["min_epochs"]) if sh else [epochs]
+            if len(rungs) > 1:
+                job.spec["training"]["epochs"] = rungs[0]
+                job.spec["_checkpoint_end"] = True  # a promoted trial resumes from its end
+            out.append(job)
     state = {"space": arm.space, "method": cfg["method"], "trials": n, "pruned": 0,
              "chosen": None, "budget": {"epochs": 0, "samples": 0, "run_s": 0.0},
              "values": [None] * n, "epochs": [0] * n,
              "metric": tuning_metric(spec["compare"]["metric"]),
              "eta": sh["eta"] if sh else None, "rungs": rungs, "rung": 0,
              "alive": list(range(n)), "done": False, "samples": [0] * n, "run_s": [0.0] * n,
-             "cum_s": [0.0] * n}
+             "cum_job_s": {}, "job_epochs": {}}
     if cfg["method"] == "tpe":
         state["alive"], state["asked"] = list(range(len(settings))), len(settings)
     return out, state
@@ -310,6 +315,15 @@ def advance(spec: dict[str, Any], kids: list[Kid], progress: dict[str, Any]) -> 
     return out
 
 
+def _mean_value(jobs: list[Kid], metric: str) -> float | None:
+    """A trial's value: the mean over its tuning seeds, None unless every seed has one
+    (a trial that failed on one seed is not ranked on the others alone)."""
+    values = [_value(k, metric) for k in jobs]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
+
+
 def _value(k: Kid, metric: str) -> float | None:
     if k.status != "succeeded" or not k.final:
         return None
@@ -322,36 +336,44 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
     st = out.progress.get("search", {}).get(arm.label)
     if st is None or st["done"]:
         return
-    trials = {k.spec["_trial"]: k for k in mine if k.spec.get("_phase") == "search"}
+    trials: dict[int, list[Kid]] = {}  # a trial's jobs, one per tuning seed
+    for k in sorted((k for k in mine if k.spec.get("_phase") == "search"),
+                    key=lambda k: k.spec["seed"]):
+        trials.setdefault(k.spec["_trial"], []).append(k)
     alive = st["alive"]
-    if any(t not in trials or trials[t].status not in FINISHED_NAMES for t in alive):
-        return  # the rung is decided once every trial in it has ended
+    if any(t not in trials or any(k.status not in FINISHED_NAMES for k in trials[t])
+           for t in alive):
+        return  # the rung is decided once every trial in it has ended on every seed
     low = lower_is_better(st["metric"])
-    values = {t: _value(trials[t], st["metric"]) for t in alive}
-    for t in alive:  # what each trial reached, and what it cost
-        k = trials[t]
+    values = {t: _mean_value(trials[t], st["metric"]) for t in alive}
+    cum = st.setdefault("cum_job_s", {})  # each job's run_s when last seen
+    reached = st.setdefault("job_epochs", {})  # each job's epochs (a failed one: its last)
+    for t in alive:  # what each trial reached (on all its seeds), and what it cost
         st["values"][t] = values[t]
-        st["epochs"][t] = int((k.final or {}).get("epochs", st["epochs"][t]))
-        timing = k.timing or {}
-        run_s = float(timing.get("run_s") or 0.0)  # cumulative over the trial's sessions
-        session = max(0.0, run_s - st["cum_s"][t])
-        # a stack's time is shared by its replicas (timing.stacked, where it is recorded)
-        st["run_s"][t] += session / max(1, int(timing.get("stacked") or 1))
-        st["cum_s"][t] = run_s
-        # samples_per_s is this session's samples over the cumulative run_s
-        st["samples"][t] += round(float(timing.get("samples_per_s") or 0.0) * run_s)
+        for k in trials[t]:
+            reached[k.id] = int((k.final or {}).get("epochs", reached.get(k.id, 0)))
+        st["epochs"][t] = sum(reached[k.id] for k in trials[t])
+        for k in trials[t]:
+            timing = k.timing or {}
+            run_s = float(timing.get("run_s") or 0.0)  # cumulative over the job's sessions
+            session = max(0.0, run_s - cum.get(k.id, 0.0))
+            # a stack's time is shared by its replicas (timing.stacked, where recorded)
+            st["run_s"][t] += session / max(1, int(timing.get("stacked") or 1))
+            cum[k.id] = run_s
+            # samples_per_s is this session's samples over this session's own seconds
+            own_s = float(timing.get("session_s", run_s) or 0.0)
+            st["samples"][t] += round(float(timing.get("samples_per_s") or 0.0) * own_s)
     st["budget"] = {"epochs": sum(st["epochs"]), "samples": sum(st["samples"]),
                     "run_s": round(sum(st["run_s"]), 6)}
     out.changed = True
     if st.get("asked", st["trials"]) < st["trials"]:  # tpe: tell this wave, ask the next
-        told = [(trials[t].spec["_grid"], st["values"][t]) for t in range(st["asked"])]
+        told = [(trials[t][0].spec["_grid"], st["values"][t]) for t in range(st["asked"])]
         settings = _tpe_wave(spec, arm, told)
-        seeds = search.trial_seeds(tune_seeds(spec), st["trials"])
         first = st["asked"]
-        for i, setting in enumerate(settings):
-            t = first + i
-            out.new.append(child_job(spec, arm, setting, seeds[t], _phase="search", _trial=t,
-                                     _grid=setting))
+        for i, setting in enumerate(settings):  # each trial on every tuning seed, as above
+            for seed in tune_seeds(spec):
+                out.new.append(child_job(spec, arm, setting, seed, _phase="search",
+                                         _trial=first + i, _grid=setting))
         st["alive"] = list(range(first, first + len(settings)))
         st["asked"] = first + len(settings)
         return
@@ -362,11 +384,12 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
         kept = search.promote(values, st["eta"], low)
         if kept:
             st["pruned"] += len(alive) - len(kept)
-            out.drop_checkpoints += [trials[t].id for t in alive if t not in kept]
+            out.drop_checkpoints += [k.id for t in alive if t not in kept for k in trials[t]]
             st["rung"] += 1
             st["alive"] = kept
             for t in kept:
-                out.promote[trials[t].id] = st["rungs"][st["rung"]]
+                for k in trials[t]:
+                    out.promote[k.id] = st["rungs"][st["rung"]]
             return
     # the last rung (or no trial left to promote): choose among the trials of the highest
     # rung that has a finite value, and run the choice on every evaluation seed
@@ -378,10 +401,10 @@ def _advance_search(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], out: Ad
                              low)
     st["done"] = True
     st["alive"] = []
-    out.drop_checkpoints += [k.id for k in trials.values()]
+    out.drop_checkpoints += [k.id for jobs in trials.values() for k in jobs]
     if chosen is None:
         return
-    setting = trials[chosen].spec["_grid"]
+    setting = trials[chosen][0].spec["_grid"]
     st["chosen"] = setting
     st["chosen_trial"] = chosen
     for seed in eval_seeds(spec):
@@ -415,16 +438,6 @@ def _advance_grid(spec: dict[str, Any], arm: ArmPlan, mine: list[Kid], metric: s
     tuning[arm.label] = {"metric": metric, "grid": grid, "chosen": setting}
     for seed in eval_seeds(spec):
         out.new.append(child_job(spec, arm, setting, seed, _phase="final", _grid=setting))
-
-
-def keeps_checkpoint(child_spec: dict[str, Any], parent_progress: dict[str, Any]) -> bool:
-    """Whether a search trial must keep its checkpoint after it ended: it waits at a rung
-    that is not decided yet, or was promoted and resumes from it. (Retention asks this
-    before it drops the checkpoints of succeeded jobs.)"""
-    if child_spec.get("_phase") != "search" or not child_spec.get("_checkpoint_end"):
-        return False
-    st = parent_progress.get("search", {}).get(child_spec.get("_arm"))
-    return st is None or (not st["done"] and child_spec["_trial"] in st["alive"])
 
 
 def settled_trial(child_spec: dict[str, Any], parent_progress: dict[str, Any]) -> bool:

@@ -91,6 +91,9 @@ def holm(ps: list[float | None]) -> list[float | None]:
     return out
 
 
+_TAIL = 40.0  # a weight below e^-40 of the k-th largest (at the best position) is left out
+
+
 def expected_best(values: list[float | None], lower_is_better: bool) -> list[float | None]:
     """E[best of k trials] for k = 1…n, from the n trials that ran (None: a failed trial).
 
@@ -102,20 +105,34 @@ def expected_best(values: list[float | None], lower_is_better: bool) -> list[flo
     (k = 1 gives the mean, k = n the best.) A failed trial ranks below every finished one;
     while k is at most the number f of failures a draw can be all failures, whose value is
     none, so E is None for k ≤ f and exact for k > f (failures then carry weight 0).
+
+    The weights are computed in log space (log-factorials), not as big-integer binomials:
+    counting m positions down from the best, w(m, k) = (k/n)·(n−k)!/(n−k−m)!·(n−1−m)!/(n−1)!,
+    which falls like e^(−mk/n), so only the top ⌈40·n/k⌉ positions of each k are read.
+    Blocks of k share one array, so 10,000 trials take tens of milliseconds
+    (``benchmarks/expected_best.py``), equal to the exact sums up to float error.
     """
     n = len(values)
     done = [v for v in values if v is not None and math.isfinite(v)]
     f = n - len(done)
-    ranked = sorted(done, reverse=lower_is_better)  # worst first, best last
-    out: list[float | None] = []
-    for k in range(1, n + 1):
-        if k <= f:
-            out.append(None)
-            continue
-        total = math.comb(n, k)
-        # the j-th finished value sits at position i = f + j (1-based) of all n
-        out.append(float(sum(v * (math.comb(f + j - 1, k - 1) / total)
-                             for j, v in enumerate(ranked, start=1))))
+    out: list[float | None] = [None] * n
+    if not done:
+        return out
+    top = np.zeros(n)  # top[m]: the value m positions below the best; failures weigh 0
+    top[:len(done)] = sorted(done, reverse=not lower_is_better)
+    logfact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n + 1)))))
+    # down[j] = log (n − j)!, +inf past j = n (where i < k: weight 0), so that the row of k
+    # of log (n − k − m)! over m is the slice down[k : k + width]
+    down = np.concatenate((logfact[::-1], np.full(n + 1, np.inf)))
+    k0 = f + 1
+    while k0 <= n:
+        ks = np.arange(k0, min(n + 1, max(k0 + 1, int(k0 * 1.25) + 1)))
+        width = int(min(n - k0 + 1, math.ceil(_TAIL * n / k0)))
+        logw = np.lib.stride_tricks.sliding_window_view(down, width)[ks]  # a copy
+        np.subtract(logfact[n - 1 - np.arange(width)] - logfact[n - 1], logw, out=logw)
+        logw += (np.log(ks / n) + logfact[n - ks])[:, None]
+        out[k0 - 1:ks[-1]] = (np.exp(logw, out=logw) @ top[:width]).tolist()
+        k0 = int(ks[-1]) + 1
     return out
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -102,8 +102,3 @@ def space_label(space: Mapping[str, Any]) -> str:
     """``loguniform[0.0001, 1]``: a space as an arm's label shows it."""
     (dist, arg), = space.items()
     return f"{dist}[{', '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in arg)}]"
-
-
-def trial_seeds(tune: Sequence[int], trials: int) -> list[int]:
-    """Trial i runs on tuning seed ``tune[i % len(tune)]``: the same for every arm."""
-    return [tune[i % len(tune)] for i in range(trials)]

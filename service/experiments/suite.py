@@ -1,4 +1,4 @@
-"""A suite as jobs (SPEC §12): one comparison per workload, children of the suite job.
+"""A suite as jobs (docs/suites.md): one comparison per workload, children of the suite job.
 
 ``expand`` turns a validated suite spec into a job tree: the suite (kind ``suite``), under
 it one comparison per workload (and, for ``target: auto``, its reference comparison,

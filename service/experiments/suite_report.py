@@ -1,4 +1,4 @@
-"""A suite's report (SPEC §12): time to target, performance profiles, win probability.
+"""A suite's report (docs/suites.md): time to target, performance profiles, win probability.
 
 Everything is recomputed from what the suite's comparisons stored — their runs' results,
 their curves of each workload's metric, and their searches' trial values — so the report
@@ -214,7 +214,7 @@ def _auto_target(runs: list[dict[str, Any]], metric: str) -> tuple[float | None,
 
 
 def build_suite_report(suite_id: str) -> dict[str, Any]:
-    """The SPEC §12 report of a suite, recomputed from its comparisons' stored runs."""
+    """The docs/suites.md report of a suite, recomputed from its comparisons' stored runs."""
     with session_scope() as s:
         suite = resolve(s, suite_id)
         if suite.kind != "suite":

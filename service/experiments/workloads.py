@@ -1,4 +1,4 @@
-"""The built-in suites: named sets of workloads (SPEC §12), each a train spec, the metric
+"""The built-in suites: named sets of workloads (docs/suites.md), each a train spec, the metric
 it is judged on and a target value of that metric.
 
 A workload is small enough to train in seconds on one CPU core, and each exercises a

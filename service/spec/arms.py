@@ -202,6 +202,14 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
                                 "{method: random, trials: 16}")
     pruner = (cmp["search"] or {}).get("pruner")
     if pruner:  # a trial must train through its rung: the rung's end is its checkpoint
+        for where, key, value in tuned:
+            if key == "training.epochs" and is_space(value):
+                # the rungs are the arm's, cut from one epoch budget: a trial with a budget
+                # of its own would be ranked against trials at other epochs
+                raise error(where, key, "successive halving gives every trial of an arm the "
+                                        "same rungs, up to training.epochs: it cannot be "
+                                        "searched under compare.search.pruner (search it "
+                                        "without the pruner, or give it one value per arm)")
         stops = [("regularization.early_stopping", spec["regularization"]["early_stopping"]),
                  ("training.time_limit_s", spec["training"]["time_limit_s"])]
         stops += [(f"{arm_path(i, arm)}: {k}", v) for i, arm in enumerate(cmp["arms"] or ())

@@ -333,7 +333,7 @@ def validate(raw: Mapping[str, Any], base_dir: Path | None = None, *,
     """
     if not isinstance(raw, Mapping):
         raise SpecError("", f"a job spec must be a mapping of keys, got {_what(raw)}")
-    if raw.get("kind") == "suite":  # SPEC §12: one comparison per workload (spec/suite.py)
+    if raw.get("kind") == "suite":  # docs/suites.md: one comparison per workload (spec/suite.py)
         from .suite import validate_suite
 
         return validate_suite(raw, validate, base_dir, extra_datasets=extra_datasets)

@@ -202,7 +202,8 @@ DESCRIPTIONS: dict[str, str] = {
                     "training or dtype",
     "compare.seeds": "evaluation seeds per arm",
     "compare.tune_seeds": "seeds per grid point or trial when tuning on the validation "
-                          "metric",
+                          "metric: each runs on every tuning seed and is ranked on its mean "
+                          "over them (under successive halving too)",
     "compare.metric": "the metric the report ranks arms by",
     "compare.target": "a value of the metric: the time and steps to reach it are reported",
     "compare.search": "a search over the arms' search spaces",
@@ -213,7 +214,10 @@ DESCRIPTIONS: dict[str, str] = {
                            "ended (default 4)",
     "compare.search.pruner": "stop poor trials early",
     "compare.search.pruner.successive_halving": "successive halving: keep the best 1/eta "
-                                                "of the trials at each rung",
+                                                "of the trials at each rung (rungs "
+                                                "min_epochs·eta^k up to training.epochs, the "
+                                                "same for every trial of an arm, so "
+                                                "training.epochs cannot be searched under it)",
     "compare.search.pruner.successive_halving.eta": "the reduction factor",
     "compare.search.pruner.successive_halving.min_epochs": "epochs of the first rung",
 }

@@ -1,4 +1,4 @@
-"""``kind: suite`` (SPEC §12): validation of a suite spec into one comparison per workload.
+"""``kind: suite`` (docs/suites.md): validation of a suite spec into one comparison per workload.
 
 A suite spec has ``name``, ``kind``, ``seed``, ``dtype``, ``device`` and a ``suite``
 section. Each workload becomes a ``kind: compare`` spec — the workload's train spec with the
@@ -265,7 +265,7 @@ def validate_suite(raw: Mapping[str, Any], validate: Validate, base_dir: Path | 
                 raise
             spec["_suite_role"] = role
             spec["_workload"] = name
-            spec["_user_batch"] = False  # full-batch methods take the full batch (SPEC §5)
+            spec["_user_batch"] = False  # full-batch methods: full batch (docs/optimizers.md)
             specs[role] = spec
         work = specs["workload"]
         target = entry["target"]

@@ -56,7 +56,7 @@ def retry(job_id: str, url: str | None = None) -> list[tuple[str, str, int]]:
             raise JobNotFound(job_id)
         again = JobStatus(job.status) in RETRYABLE
         if job.kind == "suite" and JobStatus(job.status) is JobStatus.SUCCEEDED:
-            # a suite succeeds with a workload failed (SPEC §12): that workload may be retried
+            # a suite succeeds with a workload failed (docs/suites.md): that workload may be retried
             again = s.execute(sa.select(Job.id).where(
                 Job.parent_id == job_id, Job.status.in_(RETRYABLE))).first() is not None
         if not again:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from gradq.service.store.models import Dataset, Job, utcnow
 from gradq.service.store.newjob import NewJob
 from sqlalchemy.orm import Session
 
-PARENT_KINDS = ("compare", "suite")  # jobs no worker runs: their children do (suite: SPEC §12)
+PARENT_KINDS = ("compare", "suite")  # no worker runs these: their children (docs/suites.md)
 
 
 def store_dataset(session: Session, digest: str, data: bytes, source: str) -> None:
@@ -82,6 +83,17 @@ def queued_children(parent_id: str, url: str | None = None) -> list[str]:
             sa.or_(Job.parent_id == parent_id, Job.parent_id.in_(under)),
             Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS))
             .order_by(Job.created_at, Job.id)).scalars())
+
+
+def queued_children_phases(parent_id: str, url: str | None = None
+                           ) -> list[tuple[str, str | None]]:
+    """``queued_children`` with each one's phase (``_phase`` of its spec: tune, search,
+    final, or None for a plain comparison's runs)."""
+    with session_scope(url) as s:
+        rows = s.execute(sa.select(Job.id, Job.spec).where(Job.parent_id == parent_id,
+                                                           Job.status == JobStatus.QUEUED)
+                         .order_by(Job.created_at, Job.id)).all()
+    return [(r.id, json.loads(r.spec).get("_phase")) for r in rows]
 
 
 def delete_jobs(job_ids: Sequence[str], url: str | None = None) -> None:

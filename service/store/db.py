@@ -129,6 +129,22 @@ def _head_from_files(versions: Path) -> str | None:
     return heads.pop() if len(heads) == 1 and downs <= revisions else None
 
 
+@lru_cache(maxsize=1)
+def _known_from_files(versions: Path) -> frozenset[str]:
+    """Every revision id that this gradq's migrations name."""
+    found = set()
+    for path in versions.glob("*.py"):
+        rev = _REVISION.search(path.read_text(encoding="utf-8"))
+        if rev is not None:
+            found.add(rev.group(1))
+    return frozenset(found)
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this gradq's migrations know ``revision`` (a newer gradq's do not)."""
+    return revision in _known_from_files(_migrations_dir() / "versions")
+
+
 def head_revision() -> str:
     """The newest migration's revision id (what ``gradq db upgrade`` goes to)."""
     head = _head_from_files(_migrations_dir() / "versions")
@@ -212,6 +228,12 @@ def ensure_schema(engine: Engine) -> None:
     except OperationalError as exc:  # connected, then lost
         raise unavailable(engine.url, exc) from exc
     head = head_revision()
+    if current is not None and current != head and not known_revision(current):
+        raise SchemaError(
+            f"database {engine.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {current}, which this gradq does not know (its newest is {head}): "
+            "the database is newer than this gradq; upgrade gradq (pip install -U gradq, "
+            "or the newer checkout) or point GRADQ_DATABASE_URL at another database")
     if current != head:
         if engine.dialect.name == "sqlite":
             _upgrade_sqlite_once(engine, head)

@@ -372,8 +372,10 @@ def _downsample_sqlite(s: sa.orm.Session, job_id: str, name: str, first: int, la
     """SQLite's fast path of :func:`curves`: per bucket of steps, its first and last row
     (index seeks) and the rows of its lowest and highest value, read in the same pass that
     finds them (SQLite returns the other columns of a lone min()/max() from the row that
-    holds it). No sort, two passes over the points. A non-finite value (stored as NULL)
-    counts as the bucket's lowest, so a divergence stays visible."""
+    holds it). No sort, two passes over the points. A bucket keeps its first non-finite
+    value (stored as NULL) too, so a divergence stays visible, beside its lowest finite one:
+    the lowest-value pass finds the NULL row first, and only a bucket that holds one is
+    read a third time for its finite minimum."""
     width = (last - first) // buckets + 1
     cur = s.connection().connection.driver_connection.cursor()
     where = "FROM metrics WHERE job_id = ? AND name = ? AND step BETWEEN ? AND ?"
@@ -382,6 +384,7 @@ def _downsample_sqlite(s: sa.orm.Session, job_id: str, name: str, first: int, la
                f"SELECT {cols}, MAX(value) {where}",
                f"SELECT {cols}, MIN(step) {where}",
                f"SELECT {cols}, MAX(step) {where}")
+    finite_min = f"SELECT {cols}, MIN(value) {where}"
     kept: dict[int, _Point] = {}
     try:
         for lo in range(first, last + 1, width):
@@ -390,6 +393,10 @@ def _downsample_sqlite(s: sa.orm.Session, job_id: str, name: str, first: int, la
                 row = cur.execute(q, args).fetchone()
                 if row is not None and row[0] is not None:
                     kept[row[0]] = _Point(name, *row[:5])
+                    if q is queries[0] and row[3] is None:  # the NULL took the lowest slot
+                        low = cur.execute(finite_min, args).fetchone()
+                        if low is not None and low[0] is not None:
+                            kept[low[0]] = _Point(name, *low[:5])
     finally:
         cur.close()
     return [kept[k] for k in sorted(kept)]

@@ -1,10 +1,10 @@
 """Deleting jobs and reclaiming space (docs/guarantees.md): ``gradq rm`` and ``gradq gc``.
 
 ``remove`` deletes whole job trees (a job, or a comparison with its children) with all
-they own — metrics, results, checkpoints, artifacts — in one transaction per tree, so an
-interrupted ``rm`` leaves either the whole tree or nothing. ``collect`` (``gc``) deletes
-what finished jobs no longer need (their checkpoints, by ``checkpoint_policy``), datasets
-no job or name refers to, and rows whose job is gone.
+they own — metrics, results, checkpoints, artifacts — in one transaction for all the
+trees named, so an interrupted or refused ``rm`` leaves every job or none. ``collect``
+(``gc``) deletes what finished jobs no longer need (their checkpoints, by
+``checkpoint_policy``), datasets no job or name refers to, and rows whose job is gone.
 
 Concurrency with workers. A running tree is never deleted: ``rm`` refuses it, or with
 ``force`` cancels it and waits until every job of the tree is finished (or queued with
@@ -106,38 +106,36 @@ def remove(job_refs: Sequence[str], *, force: bool = False, wait_s: float | None
            url: str | None = None) -> list[dict[str, Any]]:
     """``gradq rm``: delete each job (id or unique prefix) with all it owns.
 
-    Every id is checked before anything is deleted: an unknown id, a child of a
-    comparison, or (without ``force``) a job that runs refuses the whole command. With
-    ``force``, running trees are cancelled and waited for, at most ``wait_s`` seconds
-    (default two leases: long enough for a lost worker's lease to lapse). Returns per job
+    All or nothing: every id is checked before anything is deleted (an unknown id, a child
+    of a comparison, or without ``force`` a job that runs refuses the whole command), and
+    the trees are deleted in one transaction. With ``force``, every running tree is
+    cancelled, then all are waited for, at most ``wait_s`` seconds in all (default two
+    leases: long enough for a lost worker's lease to lapse); one that does not let go
+    leaves every job in place. Returns per job
     ``{"id", "kind", "deleted": {kind: {"rows", "bytes"}}}``.
     """
     wait_s = 2 * get_settings().lease_s if wait_s is None else wait_s
     roots = list(dict.fromkeys(_check_root(ref, force, url) for ref in job_refs))
-    out = []
-    for job_id in roots:
-        deadline = time.monotonic() + wait_s
-        while True:
-            if force:
-                _cancel_and_wait(job_id, deadline, poll_s, on_wait, url)
-            try:
-                out.append(_delete_tree(job_id, url))
-                break
-            except _Busy as busy:  # claimed, written or settled meanwhile: look again
-                if not force and busy.running:
-                    raise _refusal(job_id, busy.status) from None
-                if time.monotonic() > deadline:
-                    raise StillRunning(f"job {job_id}: its rows stayed busy for {wait_s:g} s; "
-                                       "nothing was deleted, run gradq rm again") from None
-                time.sleep(poll_s)
-    return out
+    deadline = time.monotonic() + wait_s
+    while True:
+        if force:
+            _cancel_and_wait(roots, deadline, poll_s, on_wait, url)
+        try:
+            return _delete_trees(roots, url)
+        except _Busy as busy:  # claimed, written or settled meanwhile: look again
+            if not force and busy.running:
+                raise _refusal(busy.job_id, busy.status) from None
+            if time.monotonic() > deadline:
+                raise StillRunning(f"job {busy.job_id}: its rows stayed busy for {wait_s:g} s; "
+                                   "nothing was deleted, run gradq rm again") from None
+            time.sleep(poll_s)
 
 
 def _check_root(ref: str, force: bool, url: str | None) -> str:
     with session_scope(url) as s:
         job = resolve(s, ref)
         if job.parent_id is not None:
-            if job.kind == "compare":  # a suite's workload (SPEC §12)
+            if job.kind == "compare":  # a suite's workload (docs/suites.md)
                 raise ChildOfComparison(
                     f"job {job.id} is a workload of suite {job.parent_id}: delete the suite "
                     f"(gradq rm {job.parent_id}), or the suite's report would lose it")
@@ -180,36 +178,42 @@ def _let_go(s: Session, job_id: str) -> bool:
                for st, cancelled in rows)
 
 
-def _cancel_and_wait(job_id: str, deadline: float, poll_s: float,
+def _cancel_and_wait(roots: Sequence[str], deadline: float, poll_s: float,
                      on_wait: Callable[[str], None] | None, url: str | None) -> None:
-    with session_scope(url) as s:
-        if _let_go(s, job_id):
-            return
-    with contextlib.suppress(InvalidTransition):  # it finished in between
-        cancel(job_id, url)
-    told = False
-    while True:
+    """Cancel every tree of ``roots`` that a worker holds, then wait until all let go."""
+    waiting = []
+    for job_id in roots:
         with session_scope(url) as s:
             if _let_go(s, job_id):
-                return
+                continue
+        with contextlib.suppress(InvalidTransition):  # it finished in between
+            cancel(job_id, url)
+        waiting.append(job_id)
+    told: set[str] = set()
+    while waiting:
+        with session_scope(url) as s:
+            waiting = [j for j in waiting if not _let_go(s, j)]
+        if not waiting:
+            return
         if time.monotonic() > deadline:
             raise StillRunning(
-                f"job {job_id}: cancel requested, but its worker has not let go in time (it "
-                "stops at its next log interval; a lost worker's lease lapses after "
+                f"job {waiting[0]}: cancel requested, but its worker has not let go in time "
+                "(it stops at its next log interval; a lost worker's lease lapses after "
                 "GRADQ_LEASE_S); nothing was deleted: run gradq rm --force again later, "
                 "or give --wait more seconds")
-        if on_wait is not None and not told:
-            on_wait(f"job {job_id}: cancel requested; waiting for its worker to stop")
-            told = True
+        for job_id in waiting:
+            if on_wait is not None and job_id not in told:
+                on_wait(f"job {job_id}: cancel requested; waiting for its worker to stop")
+                told.add(job_id)
         time.sleep(poll_s)
 
 
 class _Busy(Exception):
     """The tree cannot be deleted right now (a row is locked, or a job runs again)."""
 
-    def __init__(self, status: str = "locked", running: bool = False) -> None:
+    def __init__(self, job_id: str, status: str = "locked", running: bool = False) -> None:
         super().__init__(status)
-        self.status, self.running = status, running
+        self.job_id, self.status, self.running = job_id, status, running
 
 
 def _lock_tree(s: Session, job_id: str) -> list[str]:
@@ -232,38 +236,49 @@ def _lock_tree(s: Session, job_id: str) -> list[str]:
         again = set(s.execute(sa.select(Job.id).where(below)).scalars())
     except OperationalError as exc:
         if "lock" in str(exc).lower():
-            raise _Busy() from None
+            raise _Busy(job_id) from None
         raise
     if root is None:
         return []
     if again != set(kids):  # a settle added children before the parent was locked
-        raise _Busy()
+        raise _Busy(job_id)
     return [job_id, *kids]
 
 
-def _delete_tree(job_id: str, url: str | None) -> dict[str, Any]:
-    """One transaction: lock the tree, check nothing in it runs, count, delete."""
+def _delete_trees(roots: Sequence[str], url: str | None) -> list[dict[str, Any]]:
+    """One transaction for all the trees: lock each, check nothing in it runs, count,
+    delete. A tree that is busy rolls back every one (``_Busy``)."""
+    job_id = roots[0] if roots else ""
     try:
         with session_scope(url) as s:
-            ids = _lock_tree(s, job_id)
-            if not ids:
-                return {"id": job_id, "kind": None, "deleted": {k: {"rows": 0, "bytes": 0}
-                                                                for k in KINDS}}
-            busy = _running(s, job_id)
-            if busy is not None:  # claimed (or retried and claimed) since the check
-                raise _Busy(busy, running=True)
-            kind = s.execute(sa.select(Job.kind).where(Job.id == job_id)).scalar()
-            deleted = {k: _usage(s, k, _owned(k, ids)) for k in KINDS}
-            for table in (Metric, Result, Checkpoint, Artifact):
-                s.execute(sa.delete(table).where(table.job_id.in_(ids)))
-            s.execute(sa.delete(Job).where(Job.id.in_(ids[1:]), Job.kind == "train"))
-            s.execute(sa.delete(Job).where(Job.id.in_(ids[1:])))  # a suite's comparisons
-            s.execute(sa.delete(Job).where(Job.id == job_id))
-            return {"id": job_id, "kind": kind, "deleted": deleted}
+            out = []
+            for job_id in roots:
+                out.append(_delete_tree(s, job_id))
+            return out
     except OperationalError as exc:  # NOWAIT refused inside a statement of the delete
         if "lock" in str(exc).lower():
-            raise _Busy() from None
+            raise _Busy(job_id) from None
         raise
+
+
+def _delete_tree(s: Session, job_id: str) -> dict[str, Any]:
+    """Lock one tree, check nothing in it runs, count, delete (in the caller's
+    transaction)."""
+    ids = _lock_tree(s, job_id)
+    if not ids:
+        return {"id": job_id, "kind": None, "deleted": {k: {"rows": 0, "bytes": 0}
+                                                        for k in KINDS}}
+    busy = _running(s, job_id)
+    if busy is not None:  # claimed (or retried and claimed) since the check
+        raise _Busy(job_id, busy, running=True)
+    kind = s.execute(sa.select(Job.kind).where(Job.id == job_id)).scalar()
+    deleted = {k: _usage(s, k, _owned(k, ids)) for k in KINDS}
+    for table in (Metric, Result, Checkpoint, Artifact):
+        s.execute(sa.delete(table).where(table.job_id.in_(ids)))
+    s.execute(sa.delete(Job).where(Job.id.in_(ids[1:]), Job.kind == "train"))
+    s.execute(sa.delete(Job).where(Job.id.in_(ids[1:])))  # a suite's comparisons
+    s.execute(sa.delete(Job).where(Job.id == job_id))
+    return {"id": job_id, "kind": kind, "deleted": deleted}
 
 
 # --------------------------------------------------------------------- gc

@@ -81,7 +81,7 @@ def settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
 
 
 def settle_suite(s: Session, suite_id: str) -> None:
-    """Finish a suite when its last comparison has finished (SPEC §12): succeeded if any
+    """Finish a suite when its last comparison has finished (docs/suites.md): succeeded if any
     workload's comparison succeeded, failed if none did, cancelled if it was cancelled."""
     from gradq.service.experiments.suite import settle_status
 

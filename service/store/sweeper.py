@@ -23,7 +23,9 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
     """Hand over jobs whose lease lapsed and find queued jobs whose message may be lost.
 
     A running job not renewed for ``lease_s`` goes back to ``queued`` (its token is bumped
-    so the old holder can write nothing), or to ``failed`` when its attempts are used up.
+    so the old holder can write nothing), or to ``failed`` when its attempts are used up,
+    or to ``cancelled`` when its cancellation was requested (its worker died before it read
+    it; a queued job with cancellation requested, left by an older gradq, ends so too).
     A queued job waiting longer than ``republish_after_s`` (default 2·lease) is published
     again only where ``queue_is_empty(queue)`` says its broker queue holds nothing: a
     backlog that is merely long is not flooded with duplicates, and a message lost with a
@@ -42,7 +44,7 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
             s.execute(sa.text(f"SET LOCAL lock_timeout = {ms}"))
         # rows locked by a writer in mid-transaction are skipped (the next sweep sees them)
         lapsed = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.attempts,
-                                     Job.max_attempts, Job.worker)
+                                     Job.max_attempts, Job.worker, Job.cancel_requested)
                            .where(Job.status == JobStatus.RUNNING,
                                   Job.kind.not_in(PARENT_KINDS),
                                   Job.heartbeat_at < stale)
@@ -50,10 +52,14 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
         for r in lapsed:
             decision = decide(Failure.LAPSED, f"worker {r.worker} lost its lease (no heartbeat "
                               f"for {lease_s:g} s)", r.attempts, r.max_attempts)
-            gave_up = decision.action is Action.FAIL
+            gave_up = decision.action is Action.FAIL or r.cancel_requested
             values: dict[str, Any] = {"lease_token": Job.lease_token + 1, "worker": None,
                                       "error": decision.error}
-            if gave_up:
+            if r.cancel_requested:
+                values.update(status=JobStatus.CANCELLED, finished_at=now,
+                              error=f"cancelled by the user (worker {r.worker} lost its "
+                                    "lease before it stopped)")
+            elif gave_up:
                 values.update(status=JobStatus.FAILED, finished_at=now)
             else:
                 values.update(status=JobStatus.QUEUED, enqueued_at=now)
@@ -66,6 +72,16 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
                 settle_parent(s, r.id)
             elif res.rowcount:
                 out.append((r.id, r.queue, r.priority))
+        for (job_id,) in s.execute(sa.select(Job.id).where(
+                Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS),
+                Job.cancel_requested.is_(True))
+                .with_for_update(skip_locked=True, key_share=True)).all():
+            s.execute(sa.update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                      .values(status=JobStatus.CANCELLED, finished_at=now,
+                              error="cancelled by the user")
+                      .execution_options(synchronize_session=False))
+            s.flush()
+            settle_parent(s, job_id)
         lost = s.execute(sa.select(Job.id, Job.queue, Job.priority, Job.enqueued_at).where(
             Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS),
             Job.cancel_requested.is_(False),
