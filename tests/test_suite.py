@@ -361,7 +361,7 @@ BAD = [
     ({"optimizers": ["sgd", "closed_form"], "search": None,
       "workloads": [{"name": "iris-lin", "metric": "val_loss", "target": 0.5,
                      "spec": {"data": {"dataset": "iris"}, "model": {"hidden": []}}}]},
-     "suite.optimizers[1]: on workload iris-lin: closed_form solves least squares"),
+     "suite.optimizers[1]: on workload iris-lin: closed_form needs a linear output"),
 ]
 
 

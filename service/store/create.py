@@ -76,13 +76,7 @@ def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, 
 def queued_children(parent_id: str, url: str | None = None) -> list[str]:
     """Runs of a comparison (or of a suite's comparisons) still waiting to run (``gradq
     run`` works through them), oldest first."""
-    with session_scope(url) as s:
-        under = sa.select(Job.id).where(Job.parent_id == parent_id,
-                                        Job.kind.in_(PARENT_KINDS)).scalar_subquery()
-        return list(s.execute(sa.select(Job.id).where(
-            sa.or_(Job.parent_id == parent_id, Job.parent_id.in_(under)),
-            Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS))
-            .order_by(Job.created_at, Job.id)).scalars())
+    return [job_id for job_id, _ in queued_children_phases(parent_id, url)]
 
 
 def queued_children_phases(parent_id: str, url: str | None = None
@@ -90,9 +84,12 @@ def queued_children_phases(parent_id: str, url: str | None = None
     """``queued_children`` with each one's phase (``_phase`` of its spec: tune, search,
     final, or None for a plain comparison's runs)."""
     with session_scope(url) as s:
-        rows = s.execute(sa.select(Job.id, Job.spec).where(Job.parent_id == parent_id,
-                                                           Job.status == JobStatus.QUEUED)
-                         .order_by(Job.created_at, Job.id)).all()
+        under = sa.select(Job.id).where(Job.parent_id == parent_id,
+                                        Job.kind.in_(PARENT_KINDS)).scalar_subquery()
+        rows = s.execute(sa.select(Job.id, Job.spec).where(
+            sa.or_(Job.parent_id == parent_id, Job.parent_id.in_(under)),
+            Job.status == JobStatus.QUEUED, Job.kind.not_in(PARENT_KINDS))
+            .order_by(Job.created_at, Job.id)).all()
     return [(r.id, json.loads(r.spec).get("_phase")) for r in rows]
 
 
