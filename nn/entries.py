@@ -119,7 +119,8 @@ def _rmsprop(h: dict[str, Any], sched: Sched) -> Any:
 
 def _rmsprop_fused(h: dict[str, Any], sched: Sched) -> Step:
     rate = _rate_of(h, sched)
-    centered, with_momentum = h["centered"], h["momentum"] > 0
+    centered = h["centered"]
+    with_momentum = bool(np.any(to_numpy(h["momentum"]) > 0))  # a group's all are, or none
 
     def rmsprop(g: Array, state: tuple, p: Array) -> tuple:
         rms, sc = state[0], state[-1]

@@ -18,6 +18,7 @@ CuPy comes from ``backend`` (the one module that imports it); kernels are built 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,9 +38,50 @@ class Rule(NamedTuple):
     reference: Callable[..., None]
 
 
+_LOCAL = threading.local()  # per thread: two trainers in one process never share scratch
+
+
+def _scratch(like: Array, k: int = 0) -> Array:
+    """Scratch array ``k`` of ``like``'s shape and dtype, kept per thread and reused, so a
+    twin's intermediate results go to ``out=`` buffers instead of fresh allocations. Its
+    contents are garbage between calls; nothing is kept in it (not optimizer state)."""
+    cache = getattr(_LOCAL, "buffers", None)
+    if cache is None:
+        cache = _LOCAL.buffers = {}
+    key = (like.shape, like.dtype.str, k)
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) > 32:  # shapes of an earlier run
+            cache.clear()
+        buf = cache[key] = np.empty_like(like)
+    return buf
+
+
+def _host(x: Any) -> Any:
+    """A 0-d value as a Python float (weak in NumPy 2's promotion, as a scalar
+    hyperparameter is), an array of per-replica values as it is."""
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def _keeps(buf: Array, x: Any) -> bool:
+    """Whether ``buf op x`` stays in ``buf``'s dtype (an ``out=buf`` then rounds as the
+    expression does); a float64 0-d rate against a float32 buffer does not."""
+    return isinstance(x, (int, float)) or np.result_type(buf.dtype, x) == buf.dtype
+
+
+def _scaled(x: Array, rate: Any, out: Array) -> Array:
+    """``rate · x`` in ``out`` where that rounds as the expression does, else a new array."""
+    if _keeps(out, rate):
+        return np.multiply(x, rate, out=out)
+    return rate * x
+
+
+# Every twin below does exactly the operations of its formula in the formula's order (the
+# results are bit for bit those of the plain expression), with intermediates written to
+# scratch buffers: the passes over the buffer are counted in each comment.
 # ------------------------------------------------------------------------ plain SGD
 def _sgd(g: Array, lr: Any, p: Array) -> None:
-    p -= lr * g  # θ ← θ − ε·g
+    p -= _scaled(g, lr, _scratch(p))  # θ ← θ − ε·g  (2 passes)
 
 
 SGD = Rule("T g, T lr", "T p",
@@ -48,8 +90,9 @@ SGD = Rule("T g, T lr", "T p",
 
 # ------------------------------------------------------------------ momentum (torch)
 def _momentum(g: Array, lr: Any, mu: Any, p: Array, b: Array) -> None:
-    b[...] = mu * b + g  # b ← μ·b + g  (b₀ = 0, so b₁ = g)
-    p -= lr * b  # θ ← θ − ε·b
+    b *= mu  # b ← μ·b + g  (b₀ = 0, so b₁ = g)
+    b += g
+    p -= _scaled(b, lr, _scratch(p))  # θ ← θ − ε·b  (4 passes in all)
 
 
 MOMENTUM = Rule("T g, T lr, T mu", "T p, T b",
@@ -58,8 +101,11 @@ MOMENTUM = Rule("T g, T lr, T mu", "T p, T b",
 
 
 def _nesterov(g: Array, lr: Any, mu: Any, p: Array, b: Array) -> None:
-    b[...] = mu * b + g  # b ← μ·b + g
-    p -= lr * (g + mu * b)  # θ ← θ − ε·(g + μ·b), Sutskever's update in torch's form
+    b *= mu  # b ← μ·b + g
+    b += g
+    t = np.multiply(b, mu, out=_scratch(p))  # θ ← θ − ε·(g + μ·b), Sutskever's update
+    t += g  # in torch's form  (6 passes in all)
+    p -= _scaled(t, lr, t)
 
 
 NESTEROV = Rule("T g, T lr, T mu", "T p, T b",
@@ -69,8 +115,25 @@ NESTEROV = Rule("T g, T lr, T mu", "T p, T b",
 
 # --------------------------------------------------------------------------- AdaGrad
 def _adagrad(g: Array, lr: Any, eps: Any, p: Array, s: Array) -> None:
-    s += g * g  # s ← s + g²
-    p -= lr * (g / (np.sqrt(s) + eps))  # θ ← θ − ε·g/(√s + δ)
+    t = _scratch(p)
+    s += np.multiply(g, g, out=t)  # s ← s + g²
+    _step_over_root(g, s, lr, eps, p, t)  # θ ← θ − ε·g/(√s + δ)  (7 passes in all)
+
+
+def _step_over_root(g: Array, s: Array, lr: Any, eps: Any, p: Array, t: Array) -> None:
+    """θ ← θ − ε·(g/(√s + δ)) through the scratch ``t``: 5 passes."""
+    np.sqrt(s, out=t)
+    t += eps
+    np.divide(g, t, out=t)
+    p -= _scaled(t, lr, t)
+
+
+def _ema_square(v: Array, g: Array, rho: Any, one_minus_rho: Any, t: Array) -> None:
+    """v ← ρ·v + (1−ρ)·g·g in place, through the scratch ``t``: 4 passes."""
+    v *= rho
+    np.multiply(g, one_minus_rho, out=t)
+    t *= g
+    v += t
 
 
 ADAGRAD = Rule("T g, T lr, T eps", "T p, T s",
@@ -81,8 +144,9 @@ ADAGRAD = Rule("T g, T lr, T eps", "T p, T s",
 # --------------------------------------------------------------------------- RMSProp
 def _rmsprop(g: Array, lr: Any, alpha: Any, one_minus_alpha: Any, eps: Any, p: Array,
              v: Array) -> None:
-    v[...] = alpha * v + one_minus_alpha * g * g  # v ← ρ·v + (1−ρ)·g²
-    p -= lr * (g / (np.sqrt(v) + eps))  # θ ← θ − ε·g/(√v + δ)
+    t = _scratch(p)
+    _ema_square(v, g, alpha, one_minus_alpha, t)  # v ← ρ·v + (1−ρ)·g²
+    _step_over_root(g, v, lr, eps, p, t)  # θ ← θ − ε·g/(√v + δ)  (9 passes in all)
 
 
 RMSPROP = Rule("T g, T lr, T alpha, T one_minus_alpha, T eps", "T p, T v",
@@ -92,9 +156,13 @@ RMSPROP = Rule("T g, T lr, T alpha, T one_minus_alpha, T eps", "T p, T v",
 
 def _rmsprop_centered(g: Array, lr: Any, alpha: Any, one_minus_alpha: Any, eps: Any,
                       p: Array, v: Array, m: Array) -> None:
-    v[...] = alpha * v + one_minus_alpha * g * g  # v ← ρ·v + (1−ρ)·g²
-    m[...] = alpha * m + one_minus_alpha * g  # ḡ ← ρ·ḡ + (1−ρ)·g
-    p -= lr * (g / (np.sqrt(v - m * m) + eps))  # θ ← θ − ε·g/(√(v − ḡ²) + δ)
+    t = _scratch(p)
+    _ema_square(v, g, alpha, one_minus_alpha, t)  # v ← ρ·v + (1−ρ)·g²
+    m *= alpha  # ḡ ← ρ·ḡ + (1−ρ)·g
+    m += np.multiply(g, one_minus_alpha, out=t)
+    np.multiply(m, m, out=t)  # θ ← θ − ε·g/(√(v − ḡ²) + δ)
+    np.subtract(v, t, out=t)
+    _step_over_root(g, t, lr, eps, p, t)  # (15 passes in all)
 
 
 RMSPROP_CENTERED = Rule("T g, T lr, T alpha, T one_minus_alpha, T eps", "T p, T v, T m",
@@ -105,9 +173,19 @@ RMSPROP_CENTERED = Rule("T g, T lr, T alpha, T one_minus_alpha, T eps", "T p, T 
 
 def _rmsprop_momentum(g: Array, lr: Any, alpha: Any, one_minus_alpha: Any, eps: Any,
                       mu: Any, p: Array, v: Array, b: Array) -> None:
-    v[...] = alpha * v + one_minus_alpha * g * g  # v ← ρ·v + (1−ρ)·g²
-    b[...] = mu * b + g / (np.sqrt(v) + eps)  # b ← μ·b + g/(√v + δ)
-    p -= lr * b  # θ ← θ − ε·b
+    t = _scratch(p)
+    _ema_square(v, g, alpha, one_minus_alpha, t)  # v ← ρ·v + (1−ρ)·g²
+    _momentum_over_root(g, v, eps, mu, b, t)  # b ← μ·b + g/(√v + δ)
+    p -= _scaled(b, lr, t)  # θ ← θ − ε·b  (12 passes in all)
+
+
+def _momentum_over_root(g: Array, s: Array, eps: Any, mu: Any, b: Array, t: Array) -> None:
+    """b ← μ·b + g/(√s + δ) in place, through the scratch ``t``: 5 passes."""
+    np.sqrt(s, out=t)
+    t += eps
+    np.divide(g, t, out=t)
+    b *= mu
+    b += t
 
 
 RMSPROP_MOMENTUM = Rule("T g, T lr, T alpha, T one_minus_alpha, T eps, T mu",
@@ -120,10 +198,14 @@ RMSPROP_MOMENTUM = Rule("T g, T lr, T alpha, T one_minus_alpha, T eps, T mu",
 def _rmsprop_centered_momentum(g: Array, lr: Any, alpha: Any, one_minus_alpha: Any,
                                eps: Any, mu: Any, p: Array, v: Array, m: Array,
                                b: Array) -> None:
-    v[...] = alpha * v + one_minus_alpha * g * g  # v ← ρ·v + (1−ρ)·g²
-    m[...] = alpha * m + one_minus_alpha * g  # ḡ ← ρ·ḡ + (1−ρ)·g
-    b[...] = mu * b + g / (np.sqrt(v - m * m) + eps)  # b ← μ·b + g/(√(v − ḡ²) + δ)
-    p -= lr * b  # θ ← θ − ε·b
+    t = _scratch(p)
+    _ema_square(v, g, alpha, one_minus_alpha, t)  # v ← ρ·v + (1−ρ)·g²
+    m *= alpha  # ḡ ← ρ·ḡ + (1−ρ)·g
+    m += np.multiply(g, one_minus_alpha, out=t)
+    np.multiply(m, m, out=t)  # b ← μ·b + g/(√(v − ḡ²) + δ)
+    np.subtract(v, t, out=t)
+    _momentum_over_root(g, t, eps, mu, b, t)
+    p -= _scaled(b, lr, t)  # θ ← θ − ε·b  (17 passes in all)
 
 
 RMSPROP_CENTERED_MOMENTUM = Rule(
@@ -140,15 +222,25 @@ RMSPROP_CENTERED_MOMENTUM = Rule(
 # the moments are kept in T and the step m̂/(√v̂ + δ) is formed in float64.
 def _adam(g: Array, lr: Any, b1: float, one_minus_b1: float, b2: float, one_minus_b2: float,
           eps: Any, t: Array, p: Array, m: Array, v: Array) -> None:
+    s = _scratch(p)
     m *= b1  # m ← β₁·m + (1−β₁)·g
-    m += one_minus_b1 * g
-    v *= b2  # v ← β₂·v + (1−β₂)·g²
-    v += one_minus_b2 * g * g
-    bc1 = float(1 - b1 ** int(t))  # 1 − β₁ᵗ  (t counts steps from 1; a host scalar here)
-    bc2 = float(1 - b2 ** int(t))  # 1 − β₂ᵗ
-    denom = np.sqrt(v / bc2)  # θ ← θ − ε·m̂/(√v̂ + δ)
+    m += np.multiply(g, one_minus_b1, out=s)
+    _ema_square(v, g, b2, one_minus_b2, s)  # v ← β₂·v + (1−β₂)·g²
+    _adam_step(m, v, lr, b1, b2, eps, t, p, s)  # (14 passes in all)
+
+
+def _adam_step(m: Array, v: Array, lr: Any, b1: Any, b2: Any, eps: Any, t: Array, p: Array,
+               s: Array) -> None:
+    """θ ← θ − ε·m̂/(√v̂ + δ), m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ), through the scratch
+    ``s`` and a second one: 7 passes."""
+    bc1 = _host(1 - b1 ** int(t))  # 1 − β₁ᵗ  (t counts steps from 1; a host scalar here)
+    bc2 = _host(1 - b2 ** int(t))  # 1 − β₂ᵗ
+    denom = np.divide(v, bc2, out=s)
+    np.sqrt(denom, out=denom)
     denom += eps
-    p -= lr * ((m / bc1) / denom)
+    step = np.divide(m, bc1, out=_scratch(p, 1))
+    step /= denom
+    p -= _scaled(step, lr, step)
 
 
 _ADAM_IN = ("T g, float64 lr, float64 b1, float64 one_minus_b1, float64 b2,"
@@ -164,12 +256,12 @@ ADAM = Rule(_ADAM_IN, "T p, T m, T v",
 def _adam_amsgrad(g: Array, lr: Any, b1: float, one_minus_b1: float, b2: float,
                   one_minus_b2: float, eps: Any, t: Array, p: Array, m: Array, v: Array,
                   vmax: Array) -> None:
-    m[...] = b1 * m + one_minus_b1 * g  # m ← β₁·m + (1−β₁)·g
-    v[...] = b2 * v + one_minus_b2 * g * g  # v ← β₂·v + (1−β₂)·g²
+    s = _scratch(p)
+    m *= b1  # m ← β₁·m + (1−β₁)·g
+    m += np.multiply(g, one_minus_b1, out=s)
+    _ema_square(v, g, b2, one_minus_b2, s)  # v ← β₂·v + (1−β₂)·g²
     np.maximum(vmax, v, out=vmax)  # v_max ← max(v_max, v)
-    bc1 = float(1 - b1 ** int(t))  # 1 − β₁ᵗ
-    bc2 = float(1 - b2 ** int(t))  # 1 − β₂ᵗ
-    p -= lr * ((m / bc1) / (np.sqrt(vmax / bc2) + eps))  # θ ← θ − ε·m̂/(√(v_max/(1−β₂ᵗ)) + δ)
+    _adam_step(m, vmax, lr, b1, b2, eps, t, p, s)  # θ ← θ − ε·m̂/(√(v_max/(1−β₂ᵗ)) + δ)
 
 
 ADAM_AMSGRAD = Rule(_ADAM_IN, "T p, T m, T v, T vmax",
@@ -184,10 +276,16 @@ ADAM_AMSGRAD = Rule(_ADAM_IN, "T p, T m, T v, T vmax",
 # -------------------------------------------------------------------------- AdaDelta
 def _adadelta(g: Array, lr: Any, rho: Any, one_minus_rho: Any, eps: Any, p: Array,
               v: Array, u: Array) -> None:
-    v[...] = rho * v + one_minus_rho * g * g  # v ← ρ·v + (1−ρ)·g²
-    d = np.sqrt(u + eps) / np.sqrt(v + eps) * g  # Δ = √(u + δ)/√(v + δ)·g
-    u[...] = rho * u + one_minus_rho * d * d  # u ← ρ·u + (1−ρ)·Δ²
-    p -= lr * d  # θ ← θ − ε·Δ
+    t, d = _scratch(p), _scratch(p, 1)
+    _ema_square(v, g, rho, one_minus_rho, t)  # v ← ρ·v + (1−ρ)·g²
+    np.add(u, eps, out=d)  # Δ = √(u + δ)/√(v + δ)·g
+    np.sqrt(d, out=d)
+    np.add(v, eps, out=t)
+    np.sqrt(t, out=t)
+    d /= t
+    d *= g
+    _ema_square(u, d, rho, one_minus_rho, t)  # u ← ρ·u + (1−ρ)·Δ²
+    p -= _scaled(d, lr, d)  # θ ← θ − ε·Δ  (16 passes in all)
 
 
 ADADELTA = Rule("T g, T lr, T rho, T one_minus_rho, T eps", "T p, T v, T u",
@@ -272,9 +370,13 @@ def launch(name: str, *args: Any) -> None:
     state arrays, all of the buffer's shape and dtype) are overwritten.
     """
     rule = RULES[name]
-    n_in = len(rule.in_params.split(","))
-    outputs = args[n_in:]
+    params = [p.split()[0] for p in rule.in_params.split(",")]
+    outputs = args[len(params):]
     if array_module(*outputs) is np:
         rule.reference(*args)
-    else:
-        kernel(name)(*args)
+        return
+    # per-replica (R, 1) values of a parameter declared float64 (Adam's) come in the
+    # buffer's dtype: the kernel reads them as float64 arrays, broadcast over the rows
+    inputs = tuple(a.astype(kind) if kind != "T" and getattr(a, "ndim", 0) and a.dtype != kind
+                   else a for kind, a in zip(params, args, strict=False))
+    kernel(name)(*inputs, *outputs)

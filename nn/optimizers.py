@@ -276,9 +276,11 @@ def make_optimizer(name: str, hyper: dict[str, Any], schedule: dict | None = Non
                    ) -> Transform:
     """Build the named first-order optimizer from its hyperparameters (defaults filled in).
 
-    ``schedule`` is ``None`` or ``{"kind": "linear", "final_lr": ε_τ, "steps": τ}``. When
-    every hyperparameter is a scalar the transform also carries its ``fused`` in-place step
-    (see ``apply_updates``); per-replica array hyperparameters keep the generic path.
+    ``schedule`` is ``None`` or ``{"kind": "linear", "final_lr": ε_τ, "steps": τ}``. The
+    transform also carries its ``fused`` in-place step (see ``apply_updates``), for scalar
+    hyperparameters and for per-replica ones alike: an (R, 1) array of a stack's values
+    broadcasts over the (R, P) buffer in the twin as in the kernel, so a stacked step is as
+    fused as a single run's. Flags (``amsgrad``, ``centered``) are the group's, scalars.
     """
     if name not in FIRST_ORDER_DEFAULTS:
         raise ValueError(f"unknown first-order optimizer {name!r}")
@@ -293,10 +295,10 @@ def make_optimizer(name: str, hyper: dict[str, Any], schedule: dict | None = Non
     if schedule:
         sched = linear_schedule(h["lr"], schedule["final_lr"], schedule["steps"])
     transform = entry.transform(h, sched)
-    if entry.fused is not None and all(np.ndim(v) == 0 for v in h.values()):
-        scalars = {k: bool(v) if isinstance(v, (bool, np.bool_)) else float(v)
-                   for k, v in h.items()}
-        transform = transform._replace(fused=entry.fused(scalars, sched))
+    if entry.fused is not None:
+        values = {k: v if np.ndim(v) else bool(v) if isinstance(v, (bool, np.bool_))
+                  else float(v) for k, v in h.items()}
+        transform = transform._replace(fused=entry.fused(values, sched))
     return transform
 
 

@@ -75,7 +75,8 @@ class Optimizer(NamedTuple):
     ``defaults`` are the hyperparameters a job spec offers (docs/spec.md), in order.
     ``transform(h, schedule)`` builds the ``optimizers.Transform`` from the filled-in
     hyperparameters ``h``; ``fused(h, schedule)``, where given, builds the in-place step over
-    ``nn.fused`` for scalar hyperparameters (without one the generic update runs).
+    ``nn.fused`` for scalar or per-replica (R, 1) hyperparameters (without one the generic
+    update runs).
     ``hidden`` are defaults a minimizer takes that the spec does not offer.
     """
 

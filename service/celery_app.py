@@ -9,10 +9,12 @@ sends tasks by name and never imports the workers.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from celery import Celery
 from gradq.service.settings import get_settings, redact
-from kombu import Queue
+
+if TYPE_CHECKING:  # Celery is imported where an app is made: `gradq run` never makes one
+    from celery import Celery
 
 RUN_TASK = "gradq.run_job"
 QUEUES = ("gpu", "cpu", "auto")  # device: cuda → gpu, cpu → cpu, auto → either worker kind
@@ -26,6 +28,9 @@ def queue_for(device: str) -> str:
 
 def make_app(broker_url: str | None = None, lease_s: float | None = None) -> Celery:
     """A configured Celery app; workers and clients build the same one."""
+    from celery import Celery
+    from kombu import Queue
+
     s = get_settings()
     app = Celery("gradq", broker=broker_url or s.broker_url, set_as_current=False)
     lease = lease_s if lease_s is not None else s.lease_s

@@ -184,3 +184,35 @@ def test_stack_of_one_reports_both_paths(tmp_path: Path) -> None:
     doc = run_script("stack_of_one", tmp_path, "--device", "cpu")
     assert set(doc["seconds_per_epoch"]) == {"trainer", "stack_of_one"}
     assert doc["ratio_stack_of_one_over_trainer"] > 0 and doc["steps"] == 4
+
+
+def test_run_wall_reports_the_whole_command_and_its_fixed_cost(tmp_path: Path) -> None:
+    doc = run_script("run_wall", tmp_path)
+    m = doc["median_s"]
+    assert 0 < m["training"] < m["wall"] and m["fixed"] == pytest.approx(
+        m["wall"] - m["training"], abs=0.002)
+    assert set(doc["verdicts"]) == {"wall", "fixed"}
+
+
+def test_job_epoch_reports_its_ratios(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    doc = run_script("job_epoch", tmp_path, "--threads", "1", timeout=600)
+    assert {"mnist", "digits", "checkpoint_overhead"} <= set(doc["ratios"])
+    assert all(v > 0 for v in doc["ms_per_epoch"].values())
+
+
+def test_quiet_table_prints_one_row_per_figure_with_its_load(tmp_path: Path) -> None:
+    # Given the figures of two benchmarks and a stage that did not finish
+    out = tmp_path / "out"
+    run_script("run_wall", tmp_path)
+    (out / "stages.tsv").write_text("search\t124\t60\t0.4\t0.9\n")
+    proc = subprocess.run([sys.executable, str(BENCH / "quiet_table.py"), str(out)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    lines = proc.stdout.splitlines()
+    # Then the table has the run's rows, each with the load its benchmark recorded, and
+    # says which stage did not finish
+    assert lines[0].startswith("| benchmark |") and "load" in lines[0]
+    wall = next(line for line in lines if "whole `gradq run`" in line)
+    assert wall.rstrip(" |").split("|")[-1].strip() != "—"
+    assert any("search |" in line and "did not finish (exit 124, 60 s)" in line
+               for line in lines)

@@ -176,3 +176,32 @@ def test_status_with_one_unknown_id_among_several_is_exit_2_naming_it() -> None:
     code, out, err = invoke("status", a, "feedfacefeedface", "--json")
     assert code == 2 and out == ""
     assert err.strip().splitlines() == ["error: no job with id 'feedfacefeedface'"]
+
+
+# ------------------------------------------------------------ gradq run pays for its use
+@pytest.mark.parametrize("kind", ["train", "compare"])
+def test_gradq_run_imports_no_broker_and_no_scipy_stats(tmp_path: Path, kind: str) -> None:
+    # Given a train job, or a comparison (whose report needs the t distribution)
+    raw: dict = {"data": {"dataset": "iris"}, "model": {"hidden": [4]},
+                 "training": {"epochs": 1}}
+    if kind == "compare":
+        raw.update({"kind": "compare", "compare": {"optimizers": [{"name": "sgd"},
+                                                                  {"name": "adam"}],
+                                                   "seeds": 2}})
+    spec = write_spec(tmp_path, raw)
+    out = tmp_path / "modules.json"
+    probe = _PROBE.replace('m.split(".")[0] for m in sys.modules', "m for m in sys.modules")
+    # When it runs in a new interpreter, the second time (the first makes the dataset's
+    # cache, through scikit-learn, which imports scipy.stats)
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", probe, str(out), "run", str(spec),
+                               "--json"], env=os.environ, capture_output=True, text=True,
+                              timeout=300)
+    assert out.exists(), proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    # Then it trained, without Celery, kombu or scipy.stats (only a pool worker sends)
+    assert doc["code"] in (0, None), proc.stderr[-2000:]
+    modules = set(doc["modules"])
+    assert "gradq.workers.runner" in modules
+    assert not {m for m in modules if m.split(".")[0] in ("celery", "kombu")}
+    assert "scipy.stats" not in modules

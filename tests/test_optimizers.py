@@ -520,15 +520,60 @@ def test_numpy_training_takes_the_in_place_twin(monkeypatch: pytest.MonkeyPatch)
     assert int(state[0].count) == 1 and m_before.shape == (3,)
 
 
-def test_array_hyperparameters_keep_the_generic_path() -> None:
-    # per-replica settings: shape (R, 1) against an (R, k) buffer
-    lr = np.array([[0.1], [0.01]])
-    t = make_optimizer("momentum", {"lr": lr})
-    assert t.fused is None
-    p = np.ones((2, 3))
-    apply_updates(t, np.ones((2, 3)), t.init(p), p)
-    np.testing.assert_allclose(p, 1 - lr * np.ones((2, 3)))
-    assert make_optimizer("momentum", {"lr": 0.1}).fused is not None
+def _per_replica(name: str, hyper: dict[str, Any]) -> dict[str, list[float]]:
+    """Three replicas' values of the hyperparameters a stack may vary (as a search does)."""
+    varied = {"lr": [0.05, 0.01, 0.002]} if name != "delta_bar_delta" else {
+        "kappa": [0.01, 0.02, 0.005]}
+    if "momentum" in hyper:
+        varied["momentum"] = [0.5, 0.7, 0.3]
+    return varied
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stacked_fused_step_equals_each_replica_alone(xp, variant: str, dtype: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given three replicas of one optimizer with their own values, as (3, 1) arrays
+    name, hyper, schedule = VARIANTS[variant]
+    varied = _per_replica(name, hyper)
+    stacked = make_optimizer(name, {**hyper, **{k: xp.asarray(v, dtype=dtype).reshape(-1, 1)
+                                                for k, v in varied.items()}}, schedule)
+    launched: list[str] = []
+    real = fused.launch
+
+    def spy(rule: str, *args: Any) -> None:
+        launched.append(rule)
+        real(rule, *args)
+
+    monkeypatch.setattr(fused, "launch", spy)
+    rng = np.random.default_rng(9)
+    p0 = rng.normal(size=(3, 257)).astype(dtype)
+    grads = [(rng.normal(size=p0.shape) + 0.2 * (-1) ** k).astype(dtype) for k in range(5)]
+    # When the stack takes its fused step, and each replica its own with scalar values
+    p = xp.array(p0)  # a copy: p0 is each replica's start below
+    s = stacked.init(p)
+    for g in grads:
+        s = apply_updates(stacked, xp.asarray(g), s, p)
+    assert launched and stacked.fused is not None  # the stack ran the fused rule
+    for r in range(3):
+        alone = make_optimizer(name, {**hyper, **{k: v[r] for k, v in varied.items()}},
+                               schedule)
+        q = p0[r].copy()
+        sr = alone.init(q)
+        for g in grads:
+            sr = apply_updates(alone, g[r].copy(), sr, q)
+        # Then each row is that replica's run: bit for bit in float64 on NumPy; in float32 a
+        # schedule forms ε_k from the rounded rate, and a GPU kernel rounds on its own
+        leaves = _leaves(s)
+        pairs = [("params", to_numpy(p)[r], q)] + [
+            (k, leaves[k][r], v) for k, v in _leaves(sr).items() if np.ndim(v)]
+        for k, mine, want in pairs:
+            if xp is np and dtype == np.float64:
+                np.testing.assert_array_equal(mine, want, err_msg=k)
+            else:
+                rtol = 1e-6 if dtype == np.float32 else 1e-12
+                np.testing.assert_allclose(mine, want, rtol=rtol,
+                                           atol=rtol * np.abs(want).max(), err_msg=k)
 
 
 # ------------------------------------------------------------------- submit warnings

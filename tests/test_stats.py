@@ -494,3 +494,12 @@ def test_the_example_specs_validate_and_the_capacity_one_varies_one_numeric_key(
     axis = report._capacity(order, overrides)
     assert axis is not None and axis["key"] == "model.hidden"
     assert axis["x"] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 29, 99, 999])
+def test_the_t_distribution_is_scipy_stats_own_to_the_last_bit(df: int) -> None:
+    # the report takes it from scipy.special (scipy.stats costs ~1 s to import): the same
+    # functions scipy.stats.t calls, so every interval and p-value is the same number
+    assert report._t_ppf(0.975, df) == stats.t.ppf(0.975, df)
+    for x in (0.0, 0.3, 1.7, 2.5, 8.0, 40.0):
+        assert report._t_sf(x, df) == stats.t.sf(x, df)

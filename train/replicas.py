@@ -6,8 +6,9 @@ one network, ``ReplicaTrainer`` trains one ``Network(replicas=R)``: parameters (
 minibatches gathered per replica as (R, B, d), batched matrix products, and one optimizer
 transform per *group* of replicas that share an optimizer's name and structure, its
 hyperparameters as (r, 1) arrays where the replicas' values differ (Python scalars where
-they agree, which keeps CuPy's fused update kernels). Each replica's data split, minibatch
-order and initial parameters come from its own seed exactly as ``Trainer`` draws them, so
+they agree); either way the step is the fused rule, one kernel on CuPy. Each replica's
+data split, minibatch order and initial parameters come from its own seed exactly as
+``Trainer`` draws them, so
 each child's curves, result, checkpoints and artifacts are those of training it alone
 (identical in float64; in float32 up to rounding where hyperparameter values differ).
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from gradq.nn.backend import device_name, get_array_module, gpu_problem
 from gradq.service.failure_policy import Failure
-from gradq.service.publish import publish_jobs
 from gradq.service.settings import Settings, get_settings
 from gradq.service.status import JobStatus
 from gradq.service.store import leases, writes
@@ -336,6 +335,8 @@ def _end_replica(m: _Member, end: ReplicaEnd, lease_s: float, publish: bool,
 
 def _publish(job_ids: list[str]) -> None:
     """Send new jobs to the queue; if the broker is down, the sweeper publishes them later."""
+    from gradq.service.publish import publish_jobs  # Celery: only a pool worker sends
+
     try:
         publish_jobs(job_ids)
     except TRANSIENT as exc:

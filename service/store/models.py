@@ -94,7 +94,9 @@ class Job(Base):
 
 class Metric(Base):
     __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("job_id", "name", "step", name="uq_metrics_job_name_step"),)
+    __table_args__ = (UniqueConstraint("job_id", "name", "step", name="uq_metrics_job_name_step"),
+                      # covers a downsampled curve's aggregates (migration 0003)
+                      Index("ix_metrics_curve", "job_id", "name", "step", "value"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

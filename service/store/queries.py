@@ -7,12 +7,13 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from gradq.service.errors import AmbiguousJob, BadArgument, JobNotFound, NotFound
 from gradq.service.settings import redact
 from gradq.service.status import FINISHED, JobStatus
+from gradq.service.store import downsample
 from gradq.service.store.db import session_scope
 from gradq.service.store.encoding import to_utc
 from gradq.service.store.models import Artifact, Job, Metric, Result
@@ -314,7 +315,7 @@ def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | No
             if max_points < 4:
                 raise BadArgument(f"max_points: {max_points} is below the minimum 4")
             rows = []
-            for name in _metric_names(s, job.id, metrics):
+            for name in downsample.metric_names(s, job.id, metrics):
                 named = [*where, Metric.name == name]
                 capped = sa.select(sa.literal(1)).where(*named).limit(max_points + 1).subquery()
                 if s.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one() \
@@ -325,10 +326,10 @@ def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | No
                 first = s.execute(sa.select(sa.func.min(Metric.step)).where(*named)).scalar()
                 last = s.execute(sa.select(sa.func.max(Metric.step)).where(*named)).scalar()
                 if s.get_bind().dialect.name == "sqlite":
-                    rows += _downsample_sqlite(s, job.id, name, first, last, max_points // 4)
+                    rows += downsample.sqlite_buckets(s, job.id, name, first, last, max_points // 4)
                     continue
                 named.append(Metric.step.in_(
-                    _kept_steps(s, named, first, last, max_points // 4)))
+                    downsample.kept_steps(s, named, first, last, max_points // 4)))
                 rows += s.execute(sa.select(*cols).where(*named).order_by(Metric.step)).all()
         jid = job.id
     out: dict[str, dict[str, list]] = {}
@@ -339,100 +340,6 @@ def curves(job_id: str, metrics: list[str] | tuple[str, ...] = (), url: str | No
         m["time_s"].append(r.time_s)
         m["value"].append(_value(r.value, r.special))
     return {"id": jid, "metrics": out}
-
-
-def _metric_names(s: sa.orm.Session, job_id: str, only: list[str] | tuple[str, ...]
-                  ) -> list[str]:
-    """A job's metric names, one index seek each (a loose index scan, not a pass over its
-    points)."""
-    names: list[str] = []
-    while True:
-        q = sa.select(sa.func.min(Metric.name)).where(Metric.job_id == job_id)
-        if names:
-            q = q.where(Metric.name > names[-1])
-        name = s.execute(q).scalar()
-        if name is None:
-            return [n for n in names if not only or n in only]
-        names.append(name)
-
-
-class _Point(NamedTuple):
-    """A metric row as ``curves`` reads it."""
-
-    name: str
-    step: int
-    epoch: float
-    time_s: float
-    value: float | None
-    special: str | None
-
-
-def _downsample_sqlite(s: sa.orm.Session, job_id: str, name: str, first: int, last: int,
-                       buckets: int) -> list[_Point]:
-    """SQLite's fast path of :func:`curves`: per bucket of steps, its first and last row
-    (index seeks) and the rows of its lowest and highest value, read in the same pass that
-    finds them (SQLite returns the other columns of a lone min()/max() from the row that
-    holds it). No sort, two passes over the points. A bucket keeps its first non-finite
-    value (stored as NULL) too, so a divergence stays visible, beside its lowest finite one:
-    the lowest-value pass finds the NULL row first, and only a bucket that holds one is
-    read a third time for its finite minimum."""
-    width = (last - first) // buckets + 1
-    cur = s.connection().connection.driver_connection.cursor()
-    where = "FROM metrics WHERE job_id = ? AND name = ? AND step BETWEEN ? AND ?"
-    cols = "step, epoch, time_s, value, special"
-    queries = (f"SELECT {cols}, MIN(COALESCE(value, -1e308)) {where}",
-               f"SELECT {cols}, MAX(value) {where}",
-               f"SELECT {cols}, MIN(step) {where}",
-               f"SELECT {cols}, MAX(step) {where}")
-    finite_min = f"SELECT {cols}, MIN(value) {where}"
-    kept: dict[int, _Point] = {}
-    try:
-        for lo in range(first, last + 1, width):
-            args = (job_id, name, lo, lo + width - 1)
-            for q in queries:
-                row = cur.execute(q, args).fetchone()
-                if row is not None and row[0] is not None:
-                    kept[row[0]] = _Point(name, *row[:5])
-                    if q is queries[0] and row[3] is None:  # the NULL took the lowest slot
-                        low = cur.execute(finite_min, args).fetchone()
-                        if low is not None and low[0] is not None:
-                            kept[low[0]] = _Point(name, *low[:5])
-    finally:
-        cur.close()
-    return [kept[k] for k in sorted(kept)]
-
-
-def _kept_steps(s: sa.orm.Session, where: list[Any], first: int, last: int,
-                buckets: int) -> list[int]:
-    """The steps a downsampled series keeps: per bucket of steps, its first and last step
-    and the first step of its lowest and highest value (two aggregate passes in SQL)."""
-    width = (last - first) // buckets + 1  # steps per bucket, so at most `buckets` of them
-    # integer division of integers on SQLite and PostgreSQL alike (steps >= first); the
-    # numbers are ours, inlined so the GROUP BY expression is the selected one
-    bucket = sa.literal_column(f"(metrics.step - {int(first)}) / {int(width)}",
-                               sa.Integer).label("b")
-    agg = s.execute(sa.select(bucket, sa.func.min(Metric.step), sa.func.max(Metric.step),
-                              sa.func.min(Metric.value), sa.func.max(Metric.value))
-                    .where(*where).group_by(bucket)).all()
-    keep: set[int] = set()
-    extremes: dict[int, tuple[float | None, float | None]] = {}
-    for b, lo, hi, vmin, vmax in agg:
-        keep.update((lo, hi))
-        extremes[b] = (vmin, vmax)
-    values = {v for pair in extremes.values() for v in pair if v is not None}
-    if values:
-        # the first step of each (bucket, value) among the extreme values: bounded by
-        # buckets × distinct extremes, however often a value repeats
-        for b, value, step in s.execute(
-                sa.select(bucket, Metric.value, sa.func.min(Metric.step))
-                .where(*where, Metric.value.in_(values)).group_by(bucket, Metric.value)):
-            if value in extremes.get(b, ()):
-                keep.add(step)
-    # nan and ±inf are stored as NULL with `special`: keep the first of each bucket too
-    for (step,) in s.execute(sa.select(sa.func.min(Metric.step))
-                             .where(*where, Metric.special.is_not(None)).group_by(bucket)):
-        keep.add(step)
-    return sorted(keep)
 
 
 def _value(value: float | None, special: str | None) -> float | None:
