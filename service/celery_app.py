@@ -8,6 +8,7 @@ sends tasks by name and never imports the workers.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,8 @@ def make_app(broker_url: str | None = None, lease_s: float | None = None) -> Cel
 
     s = get_settings()
     app = Celery("gradq", broker=broker_url or s.broker_url, set_as_current=False)
-    lease = lease_s if lease_s is not None else s.lease_s
+    if lease_s is not None:
+        s = dataclasses.replace(s, lease_s=lease_s)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -45,8 +47,10 @@ def make_app(broker_url: str | None = None, lease_s: float | None = None) -> Cel
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # task events feed Flower; a large pool turns them off with the workers' heartbeat
+        # events (GRADQ_WORKER_EVENTS=0): `gradq workers` reads the database instead
+        worker_send_task_events=s.worker_events,
+        task_send_sent_event=s.worker_events,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
@@ -54,9 +58,11 @@ def make_app(broker_url: str | None = None, lease_s: float | None = None) -> Cel
         task_queue_max_priority=MAX_PRIORITY,
         task_default_priority=0,
         broker_transport_options={
-            # Redis redelivers an unacknowledged message after this; the lease sweeper acts
-            # sooner, and the compare-and-set claim makes a second delivery a no-op.
-            "visibility_timeout": max(3600, int(10 * lease)),
+            # Redis redelivers a message not acknowledged for this long (acks are late: a
+            # job's message is acknowledged when it ends). The lease sweeper hands a dead
+            # worker's job over sooner, and the claim makes a second delivery a no-op;
+            # submit refuses a time_limit_s that would outlast it (docs/queue.md).
+            "visibility_timeout": int(s.broker_visibility_s),
             "priority_steps": list(range(MAX_PRIORITY + 1)),
             "sep": PRIORITY_SEP,
             "queue_order_strategy": "priority",

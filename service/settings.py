@@ -27,6 +27,20 @@ class Settings:
     max_replicas: int
     keep_checkpoints: bool = False
     checkpoint_interval_s: float = 10.0
+    visibility_s: float | None = None  # None: max(1 day, 10 leases)
+    worker_events: bool = True
+
+    @property
+    def broker_visibility_s(self) -> float:
+        """Redis redelivers a message not acknowledged for this long (docs/queue.md)."""
+        return self.visibility_s if self.visibility_s is not None else max(86400.0,
+                                                                            10 * self.lease_s)
+
+    @property
+    def max_time_limit_s(self) -> float:
+        """The longest ``training.time_limit_s`` that ``gradq submit`` accepts: 90% of the
+        visibility timeout, which leaves room for data loading, evaluation and the writes."""
+        return 0.9 * self.broker_visibility_s
 
     @property
     def cache_dir(self) -> Path:
@@ -52,6 +66,9 @@ class Settings:
             max_replicas=_number("GRADQ_MAX_REPLICAS", 64, int, 1),
             keep_checkpoints=_flag("GRADQ_KEEP_CHECKPOINTS"),
             checkpoint_interval_s=_number("GRADQ_CHECKPOINT_INTERVAL_S", 10.0, float, 0.0),
+            visibility_s=(_number("GRADQ_BROKER_VISIBILITY_S", 86400.0, float, 60.0)
+                          if os.environ.get("GRADQ_BROKER_VISIBILITY_S") else None),
+            worker_events=_flag("GRADQ_WORKER_EVENTS", default=True),
         )
 
 
@@ -74,10 +91,12 @@ def _number(name: str, default: float, kind: type, minimum: float) -> float:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _flag(name: str) -> bool:
-    """A yes/no variable: 1/true/yes/on or 0/false/no/off (empty or unset: no)."""
+def _flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable: 1/true/yes/on or 0/false/no/off (empty or unset: ``default``)."""
     raw = (os.environ.get(name) or "").strip().lower()
-    if raw in ("", *_FALSE):
+    if raw == "":
+        return default
+    if raw in _FALSE:
         return False
     if raw in _TRUE:
         return True

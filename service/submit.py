@@ -205,6 +205,51 @@ def split_sizes(spec: dict[str, Any], ds: Dataset, task: str) -> tuple[int, int,
     return tuple(min(s[i] for s in sizes) for i in range(3))  # type: ignore[return-value]
 
 
+def _time_limits(prepared: Prepared) -> list[tuple[str, float]]:
+    """Every ``training.time_limit_s`` the submission may run with, where it is set: the
+    spec's, each arm's (a search space's bounds or choices), each stored job's."""
+    out: list[tuple[str, float]] = []
+
+    def add(where: str, value: Any) -> None:
+        if isinstance(value, dict):  # a search space: {uniform: [a, b]}, {choice: [...]}
+            for bounds in value.values():
+                for v in bounds if isinstance(bounds, list) else ():
+                    add(where, v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out.append((where, float(value)))
+
+    def walk(spec: dict[str, Any], where: str) -> None:
+        add(where, (spec.get("training") or {}).get("time_limit_s"))
+        for i, arm in enumerate((spec.get("compare") or {}).get("arms") or ()):
+            add(arm_path(i, arm), arm.get("training.time_limit_s"))
+            add(arm_path(i, arm), (arm.get("training") or {}).get("time_limit_s")
+                if isinstance(arm.get("training"), dict) else None)
+
+    walk(prepared.spec, "training.time_limit_s")
+    todo = [prepared.job]
+    while todo:
+        job = todo.pop()
+        walk(job.spec, "training.time_limit_s")
+        todo += list(job.children)
+    return out
+
+
+def check_time_limit(prepared: Prepared, limit_s: float) -> None:
+    """Refuse a ``training.time_limit_s`` longer than the queue keeps a message in flight.
+
+    A job's message is acknowledged when the job ends; Redis hands a message that is still
+    unacknowledged after the broker's visibility timeout to another worker. The claim makes
+    that delivery a no-op, but a job that may run that long is refused here instead, so
+    that a message is in flight once (docs/queue.md). ``gradq run`` has no broker: no limit.
+    """
+    for where, value in _time_limits(prepared):
+        if value > limit_s:
+            raise SpecError(where, f"training.time_limit_s: {value:g} s is longer than the "
+                            f"queue can hold a running job's message ({limit_s:g} s, 90% of "
+                            "the broker's visibility timeout): raise GRADQ_BROKER_VISIBILITY_S "
+                            "on the workers and clients, or train in shorter jobs")
+
+
 def create(prepared: Prepared, *, priority: int = 0) -> list[str]:
     """Store the jobs (no message sent); returns [id] or [parent, children…]."""
     return store.create_jobs(prepared.job, dataset=prepared.dataset, priority=priority,
@@ -218,6 +263,7 @@ def submit(path: str | Path, sets: list[str] | tuple[str, ...] = (), *, priority
     enqueued stores nothing; should it fail between store and publish, the sweeper
     publishes the stored jobs later. ``warn`` receives the spec's warnings."""
     prepared = prepare(path, sets)
+    check_time_limit(prepared, get_settings().max_time_limit_s)
     for w in prepared.warnings:
         if warn is not None:
             warn(w)

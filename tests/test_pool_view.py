@@ -79,11 +79,12 @@ def test_migration_0002_adds_and_removes_the_workers_table(
             "VALUES ('a', 'train', 'queued', '{}', 0, '{}', 'cpu', 0, 0, 3, 0, false, '{}', "
             "CURRENT_TIMESTAMP)"))
     # When it is upgraded, the workers table appears and takes a row
-    assert db.upgrade(url) == "0002"
+    assert db.upgrade(url, "0002") == "0002"
     assert "workers" in tables()
     cols = {c["name"] for c in sa.inspect(engine).get_columns("workers")}
     assert cols == {"name", "host", "pid", "queues", "device", "current_job", "jobs_done",
                     "started_at", "heartbeat_at", "stopped_at"}
+    db.upgrade(url)  # the later revisions too: a worker registers on the current schema
     pool_table.register("cpu@h-1-2", "h", 2, ["cpu"], "cpu")
     assert [w["host"] for w in pool_table.list_workers(60)] == ["h"]
     # Then a downgrade removes it again, and the jobs are untouched
@@ -91,7 +92,7 @@ def test_migration_0002_adds_and_removes_the_workers_table(
     assert "workers" not in tables()
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT id FROM jobs")).scalars().all() == ["a"]
-    assert db.upgrade(url) == "0002"
+    assert db.upgrade(url, "0002") == "0002"
 
 
 # ---------------------------------------------------------------- the rows

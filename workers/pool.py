@@ -59,7 +59,8 @@ def celery_command(m: Member, loglevel: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "gradq.workers.tasks", "worker",
             "--hostname", m.name, "--queues", ",".join(m.queues), "--concurrency",
             str(m.concurrency), "--pool", "prefork", "--loglevel", loglevel,
-            "--without-gossip", "--without-mingle"]
+            "--without-gossip", "--without-mingle",
+            *(() if get_settings().worker_events else ("--without-heartbeat",))]
 
 
 def sweep_once(lease_s: float) -> int:

@@ -8,8 +8,9 @@ import json
 import sqlalchemy as sa
 from gradq.service.errors import InvalidTransition, JobNotFound
 from gradq.service.status import FINISHED, RETRYABLE, JobStatus
+from gradq.service.store.clock import db_now
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, utcnow
+from gradq.service.store.models import Job
 from gradq.service.store.settle import settle, settle_suite
 from sqlalchemy.orm import Session
 
@@ -29,7 +30,7 @@ def cancel(job_id: str, url: str | None = None) -> list[str]:
             comparisons = ids[1:]
             ids += list(s.execute(sa.select(Job.id).where(Job.parent_id.in_(comparisons)))
                         .scalars())
-        now = utcnow()
+        now = db_now(s)
         s.execute(sa.update(Job).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
                   .values(status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True,
                           error="cancelled by the user")
@@ -97,7 +98,7 @@ def _retry(s: Session, job: Job) -> list[tuple[str, str, int]]:
     ids = [t[0] for t in todo]
     reset = {"status": JobStatus.QUEUED, "attempts": 0, "error": None, "traceback": None,
              "cancel_requested": False, "finished_at": None, "worker": None,
-             "enqueued_at": utcnow()}
+             "enqueued_at": db_now(s)}
     s.execute(sa.update(Job).where(Job.id.in_(ids)).values(**reset)
               .execution_options(synchronize_session=False))
     if job.kind == "compare" or job.parent_id:

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from gradq.service.status import JobStatus
+from gradq.service.store.clock import db_now
 from gradq.service.store.db import session_scope
 from gradq.service.store.encoding import dumps, new_id
-from gradq.service.store.models import Dataset, Job, utcnow
+from gradq.service.store.models import Dataset, Job
 from gradq.service.store.newjob import NewJob
 from sqlalchemy.orm import Session
 
@@ -62,7 +63,7 @@ def mark_enqueued(job_ids: Iterable[str], url: str | None = None) -> None:
     if not ids:
         return
     with session_scope(url) as s:
-        s.execute(sa.update(Job).where(Job.id.in_(ids)).values(enqueued_at=utcnow()))
+        s.execute(sa.update(Job).where(Job.id.in_(ids)).values(enqueued_at=db_now(s)))
 
 
 def runnable(job_ids: Sequence[str], url: str | None = None) -> list[tuple[str, str, int]]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from gradq.service.settings import get_settings
 from gradq.service.status import JobStatus
+from gradq.service.store.clock import db_now
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Checkpoint, Job, utcnow
+from gradq.service.store.models import Checkpoint, Job
 from sqlalchemy.orm import Session
 
 
@@ -40,9 +40,10 @@ class Lease:
 
 
 
-def _claim_row(s: Session, job_id: str, worker: str, now: datetime) -> sa.Row | None:
+def _claim_row(s: Session, job_id: str, worker: str) -> sa.Row | None:
     """queued → running by compare-and-set, bumping the fencing token. Returns the won
     row's new (lease_token, attempts, parent_id), or None if it was not there to win."""
+    now = db_now(s)
     return s.execute(
         sa.update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED,
@@ -57,8 +58,7 @@ def _claim_row(s: Session, job_id: str, worker: str, now: datetime) -> sa.Row | 
 def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
     """queued → running by compare-and-set; None if another worker won or it is not queued."""
     with session_scope(url) as s:
-        now = utcnow()
-        won = _claim_row(s, job_id, worker, now)
+        won = _claim_row(s, job_id, worker)
         if won is None:
             return None
         if won.parent_id:
@@ -66,7 +66,7 @@ def claim(job_id: str, worker: str, url: str | None = None) -> Lease | None:
             above = sa.select(Job.parent_id).where(Job.id == won.parent_id).scalar_subquery()
             s.execute(sa.update(Job).where(sa.or_(Job.id == won.parent_id, Job.id == above),
                                            Job.status == JobStatus.QUEUED)
-                      .values(status=JobStatus.RUNNING, started_at=now)
+                      .values(status=JobStatus.RUNNING, started_at=db_now(s))
                       .execution_options(synchronize_session=False))
         return Lease(job_id, won.lease_token, worker, won.attempts)
 
@@ -91,13 +91,12 @@ def claim_siblings(parent_id: str, worker: str, match: Callable[[dict[str, Any]]
                                 Job.kind == "train", Job.cancel_requested.is_(False),
                                 ~has_checkpoint)
                          .order_by(Job.created_at, Job.id)).all()
-        now = utcnow()
         for row in rows:
             if len(leases) >= limit:
                 break
             if not match(json.loads(row.spec)):
                 continue
-            won = _claim_row(s, row.id, worker, now)
+            won = _claim_row(s, row.id, worker)
             if won is not None:
                 leases.append(Lease(row.id, won.lease_token, worker, won.attempts))
     return leases
@@ -153,7 +152,7 @@ def fence_many(session: Session, leases: Sequence[Lease]) -> dict[str, bool]:
         sa.update(Job)
         .where(sa.tuple_(Job.id, Job.lease_token).in_([(x.job_id, x.token) for x in leases]),
                Job.status == JobStatus.RUNNING)
-        .values(heartbeat_at=utcnow())
+        .values(heartbeat_at=db_now(session))
         .returning(Job.id, Job.cancel_requested)
         .execution_options(synchronize_session=False)).all()
     return {r.id: bool(r.cancel_requested) for r in rows}

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from gradq.service.experiments import settling
 from gradq.service.status import FINISHED, JobStatus
 from gradq.service.store import checkpoint_policy
+from gradq.service.store.clock import db_now
 from gradq.service.store.create import add_job
 from gradq.service.store.encoding import dumps
-from gradq.service.store.models import Checkpoint, Job, Result, utcnow
+from gradq.service.store.models import Checkpoint, Job, Result
 from sqlalchemy.orm import Session
 
 
@@ -71,7 +72,7 @@ def settle(s: Session, parent_id: str, decide: bool = True) -> list[str]:
         return new
     status, error = end
     s.execute(sa.update(Job).where(Job.id == parent_id)
-              .values(status=status, finished_at=utcnow(), error=error)
+              .values(status=status, finished_at=db_now(s), error=error)
               .execution_options(synchronize_session=False))
     if status is JobStatus.SUCCEEDED:  # a cancelled or failed search may be retried
         checkpoint_policy.drop_after_settling(s, parent_id)
@@ -95,7 +96,7 @@ def settle_suite(s: Session, suite_id: str) -> None:
         return
     status, error = settle_status(counts, bool(suite.cancel_requested))
     s.execute(sa.update(Job).where(Job.id == suite_id)
-              .values(status=JobStatus(status), finished_at=utcnow(), error=error)
+              .values(status=JobStatus(status), finished_at=db_now(s), error=error)
               .execution_options(synchronize_session=False))
 
 

@@ -10,9 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from gradq.service.failure_policy import Action, Failure, decide
 from gradq.service.status import LIVE, JobStatus
+from gradq.service.store.clock import read_now
 from gradq.service.store.create import PARENT_KINDS
 from gradq.service.store.db import session_scope
-from gradq.service.store.models import Job, utcnow
+from gradq.service.store.models import Job
 from gradq.service.store.settle import settle_parent
 
 _LIVE_SQL = "(" + ", ".join(f"'{st.value}'" for st in LIVE) + ")"
@@ -32,12 +33,12 @@ def sweep(lease_s: float, republish_after_s: float | None = None, url: str | Non
     restarted broker is found once the queue drains. Returns (id, queue, priority) of every
     job to publish; a duplicate message is harmless, since only one claim can win.
     """
-    now = utcnow()
-    stale = now - timedelta(seconds=lease_s)
-    republish = now - timedelta(seconds=republish_after_s if republish_after_s is not None
-                                else 2 * lease_s)
     out: list[tuple[str, str, int]] = []
     with session_scope(url) as s:
+        now = read_now(s)  # the database's clock, never this host's (store/clock.py)
+        stale = now - timedelta(seconds=lease_s)
+        republish = now - timedelta(seconds=republish_after_s if republish_after_s is not None
+                                    else 2 * lease_s)
         if s.get_bind().dialect.name == "postgresql":
             # never wait long on a row lock: its holder may be frozen (end_frozen_writers)
             ms = max(1000, int(lease_s * 1000))

@@ -8,36 +8,18 @@ heartbeat is older than a lease on the one clock every worker shares.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from gradq.service.settings import get_settings
+from gradq.service.store.clock import db_now
+from gradq.service.store.clock import read_now as _read_now
 from gradq.service.store.db import session_scope
+from gradq.service.store.encoding import to_utc as _utc
 from gradq.service.store.models import Worker
-from sqlalchemy.orm import Session
 
 PRUNE_AFTER_S = 86400.0  # a gone worker's row stays a day, then the sweeper deletes it
-
-
-def db_now(s: Session) -> sa.ColumnElement[datetime]:
-    """The database server's current time as an SQL expression (milliseconds on SQLite,
-    whose ``CURRENT_TIMESTAMP`` has whole seconds only)."""
-    if s.get_bind().dialect.name == "sqlite":
-        return sa.type_coerce(sa.func.strftime("%Y-%m-%d %H:%M:%f", "now"), sa.DateTime())
-    return sa.func.now()
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-
-
-def _read_now(s: Session) -> datetime:
-    now = _utc(s.execute(sa.select(db_now(s))).scalar_one())
-    assert now is not None
-    return now
 
 
 def register(name: str, host: str, pid: int, queues: list[str] | tuple[str, ...],

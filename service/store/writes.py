@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from gradq.service.failure_policy import Action, Failure, decide
 from gradq.service.status import JobStatus
 from gradq.service.store import checkpoint_policy
+from gradq.service.store.clock import db_now
 from gradq.service.store.db import session_scope
 from gradq.service.store.encoding import dumps
 from gradq.service.store.leases import Lease, LeaseLost, fence, fence_many
-from gradq.service.store.models import Artifact, Checkpoint, Job, Metric, Result, utcnow
+from gradq.service.store.models import Artifact, Checkpoint, Job, Metric, Result
 from gradq.service.store.settle import settle_parent
 from sqlalchemy.orm import Session
 
@@ -204,7 +205,7 @@ def finish(lease: Lease, status: JobStatus, *, result: dict[str, Any] | None = N
                          extra=dumps(result.get("extra", {}))))
         for name, data in (artifacts or {}).items():
             _put_artifact(s, lease.job_id, name, data)
-        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error,
+        values: dict[str, Any] = {"status": status, "finished_at": db_now(s), "error": error,
                                   "traceback": traceback}
         if progress is not None:
             values["progress"] = dumps(progress)
@@ -234,7 +235,7 @@ def end_failed(lease: Lease, failure: Failure, error: str, traceback: str | None
         if retry or failure is not Failure.PERMANENT:
             values["worker"] = None  # a permanent failure keeps who met it
         if not retry:
-            values["finished_at"] = utcnow()
+            values["finished_at"] = db_now(s)
         s.execute(sa.update(Job).where(Job.id == lease.job_id).values(**values)
                   .execution_options(synchronize_session=False))
         s.flush()
