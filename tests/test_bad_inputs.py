@@ -126,6 +126,21 @@ CASES: dict[str, Bad] = {
     "nan-lr": submit(spec(optimizer={"name": "adam", "lr": float("nan")}), "optimizer.lr"),
     "infinite-time-limit": submit(spec(training={"time_limit_s": float("inf")}),
                                   "training.time_limit_s"),
+    # a message stays unacknowledged while its job runs: longer than the broker's
+    # visibility timeout (1 day by default) and Redis would hand it to a second worker
+    "time-limit-over-visibility": submit(spec(training={"time_limit_s": 80_000}),
+                                         "training.time_limit_s", "80000 s",
+                                         "GRADQ_BROKER_VISIBILITY_S"),
+    "time-limit-over-set-visibility": submit(spec(training={"time_limit_s": 100}),
+                                             "training.time_limit_s", "90 s",
+                                             env={"GRADQ_BROKER_VISIBILITY_S": "100"}),
+    "arm-time-limit-over-visibility": submit(
+        spec(kind="compare", compare={"arms": [{"label": "sgd", "optimizer.name": "sgd"},
+                               {"label": "adam", "optimizer.name": "adam",
+                                "training.time_limit_s": 1e6}]}),
+        "compare.arms[1]", "training.time_limit_s"),
+    "visibility-below-minimum": submit(spec(), "GRADQ_BROKER_VISIBILITY_S", "minimum",
+                                       env={"GRADQ_BROKER_VISIBILITY_S": "5"}),
     "validation-above-one": submit(spec(data={"validation": 1.5}), "data.validation", "1.5"),
     "no-training-data-left": submit(spec(data={"validation": 0.5, "test": 0.5}),
                                     "data.test"),
