@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,9 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
             wait_for(mid_search, 120, "two trials done and one running", interval=0.02,
                      on_timeout=victim.tail)
             victim.pause()
+            # a COMMIT the worker sent just before it stopped still lands on the server:
+            # read the rows once it has (else the trial seen running may have ended)
+            time.sleep(0.5)
             killed = mid_search()
             if killed is None:
                 victim.resume()
