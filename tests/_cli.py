@@ -3,7 +3,14 @@ validating specs, and running a comparison's children here the way ``gradq run``
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +81,31 @@ def private_redis_db(monkeypatch: pytest.MonkeyPatch, db: int) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@contextlib.contextmanager
+def serve_ui(home: Path, port: int) -> Iterator[str]:
+    """``gradq ui --port PORT`` over the SQLite database of ``home``, in a process of its
+    own, answering before the block starts; its URL. Fails the test if it does not start."""
+    env = {**os.environ, "GRADQ_HOME": str(home)}
+    env.pop("GRADQ_DATABASE_URL", None)
+    gradq = shutil.which("gradq") or sys.executable
+    argv = [gradq] if gradq != sys.executable else [sys.executable, "-m", "gradq.cli.main"]
+    proc = subprocess.Popen([*argv, "ui", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/jobs", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"gradq ui did not start: {proc.stderr.read()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -5,18 +5,13 @@ the performance profiles and win probability are drawn from the report, no conso
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _cli import cli_json, write_spec
+from _cli import cli_json, serve_ui, write_spec
 from test_ui_browser import (  # noqa: F401 - fixtures used by name
     _free_port,
     _need_browser,
@@ -59,28 +54,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
         dispose_engines()
         w.suite = cli_json("run", str(write_spec(home.parent, SUITE, "s.json")))["id"]
-        env = {**os.environ, "GRADQ_HOME": str(home)}
-        env.pop("GRADQ_DATABASE_URL", None)
-        gradq = shutil.which("gradq") or sys.executable
-        argv = [gradq] if gradq != sys.executable else [sys.executable, "-m", "gradq.cli.main"]
-        proc = subprocess.Popen([*argv, "ui", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        w.url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(w.url + "/api/jobs", timeout=2).read()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        proc.kill()
-                        pytest.fail(f"gradq ui did not start: {proc.stderr.read()}")
-                    time.sleep(0.2)
-            yield w
+            with serve_ui(home, port) as w.url:
+                yield w
         finally:
-            proc.terminate()
-            proc.wait(10)
             dispose_engines()
 
 

@@ -19,16 +19,13 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _cli import cli_json, write_spec
+from _cli import cli_json, serve_ui, write_spec
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 BOLD = "<b>x</b>"
@@ -125,28 +122,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                     dataset=None, priority=0, max_attempts=3)
         w.lease = leases.claim(w.live, "browser-test")
         w.log_points(30)
-        env = {**os.environ, "GRADQ_HOME": str(home)}
-        env.pop("GRADQ_DATABASE_URL", None)
-        gradq = shutil.which("gradq") or sys.executable
-        argv = [gradq] if gradq != sys.executable else [sys.executable, "-m", "gradq.cli.main"]
-        proc = subprocess.Popen([*argv, "ui", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        w.url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(w.url + "/api/jobs", timeout=2).read()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        proc.kill()
-                        pytest.fail(f"gradq ui did not start: {proc.stderr.read()}")
-                    time.sleep(0.2)
-            yield w
+            with serve_ui(home, port) as w.url:
+                yield w
         finally:
-            proc.terminate()
-            proc.wait(10)
             dispose_engines()
 
 
