@@ -375,9 +375,10 @@ class Cluster:
                 h.destroy()
             except BaseException as e:  # tear down the others whatever happens
                 errors.append(e)
-        for h in self.hosts.values():
-            if h.pool is not None:
-                print(h.pool.tail(40))
+        if exc and exc[0] is not None:  # shown with the failing test's output
+            for h in self.hosts.values():
+                if h.pool is not None:
+                    print(h.pool.tail(60))
         if errors:
             raise errors[0]
 
