@@ -168,9 +168,11 @@ class Forwarder:
                          name=f"fwd-{listen[0]}:{listen[1]}").start()
 
     def stall(self) -> None:
+        """Stop moving bytes and accepting connections (nothing is closed)."""
         self.flowing.clear()
 
     def heal(self) -> None:
+        """Move everything on again."""
         self.flowing.set()
 
     def _wait_flowing(self) -> bool:
@@ -181,10 +183,12 @@ class Forwarder:
         return not self.closed
 
     def _track(self, *socks: socket.socket) -> None:
+        """Remember sockets for :meth:`close`."""
         with self.lock:
             self.sockets.update(socks)
 
     def _accept(self) -> None:
+        """Accept connections (not while stalled: they wait in the backlog)."""
         while not self.closed:
             try:
                 client, _ = self.server.accept()
@@ -194,6 +198,7 @@ class Forwarder:
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
     def _connect(self, client: socket.socket) -> None:
+        """Join an accepted client to the target once traffic flows; pump both ways."""
         if not self._wait_flowing():
             return
         try:
@@ -222,6 +227,7 @@ class Forwarder:
         self._shut(dst)
 
     def _shut(self, s: socket.socket) -> None:
+        """Shut down and close ``s`` (idempotent)."""
         with contextlib.suppress(OSError):
             s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
         with contextlib.suppress(OSError):
@@ -230,6 +236,7 @@ class Forwarder:
             self.sockets.discard(s)
 
     def close(self) -> None:
+        """Stop listening and end every connection."""
         self.closed = True
         self.flowing.set()
         self._shut(self.server)
@@ -325,6 +332,7 @@ class Host:
         self.pool.pause()
 
     def resume(self) -> None:
+        """SIGCONT every process of the host's pool."""
         assert self.pool is not None
         self.pool.resume()
 
@@ -360,6 +368,7 @@ class Cluster:
                       for n, link in zip(names, _free_links(len(names)), strict=True)}
 
     def __enter__(self) -> Cluster:
+        """Create every host (undoing all of them if one fails)."""
         try:
             for h in self.hosts.values():
                 h.create()
@@ -369,6 +378,7 @@ class Cluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Destroy every host, whatever happens; show the pools' logs after a failure."""
         errors = []
         for h in self.hosts.values():
             try:
@@ -395,4 +405,5 @@ class Cluster:
             h.pool.wait_ready(ready_timeout)
 
     def pools(self) -> list[Pool]:
+        """The started pools."""
         return [h.pool for h in self.hosts.values() if h.pool is not None]

@@ -98,6 +98,7 @@ def metric_steps(ids: list[str]) -> dict[tuple[str, str], list[int]]:
 
 
 def results(ids: list[str]) -> dict[str, int]:
+    """id → how many result rows it has (one, once it succeeded)."""
     from gradq.service.store.models import Result
 
     with engine().connect() as c:
@@ -254,9 +255,9 @@ def fault_scenario(ctx: SimpleNamespace, name: str, fault: Callable[[Host], None
         watch(work, victim, w, heal=heal_and_probe if heal else None, heal_after_s=OUTAGE_S,
               cluster=cluster)
         st = check_exactly_once(work, name=name, watch_=w, wall_s=time.monotonic() - t0)
-        # the hit jobs were taken from the victim once its lease lapsed, each then run
-        # again (by whichever host claimed it first) from its last checkpoint
-        # (its last renewal came at most a heartbeat before the fault)
+        # the hit jobs were taken from the victim once its lease lapsed (its last renewal
+        # came at most a heartbeat before the fault), each then run again by whichever
+        # host claimed it first
         assert w.swept_s is not None and w.swept_s >= LEASE_S - 1.0, w.swept_s
         for j in hit:
             assert st[j]["attempts"] >= 2, (j, st[j])
@@ -264,16 +265,20 @@ def fault_scenario(ctx: SimpleNamespace, name: str, fault: Callable[[Host], None
             assert on(victim.name, st[probe[0]]["worker"]), st[probe[0]]
 
 
-def test_partitioned_host_loses_its_jobs_and_takes_work_again_when_healed(ctx):
+def test_partitioned_host_loses_its_jobs_and_takes_work_again_when_healed(
+        ctx: SimpleNamespace) -> None:
+    """Link down and connections stalled for two leases, then healed."""
     fault_scenario(ctx, "full-partition", lambda h: h.partition(), lambda h: h.heal())
 
 
-def test_host_cut_off_from_postgresql_only(ctx):
+def test_host_cut_off_from_postgresql_only(ctx: SimpleNamespace) -> None:
+    """Its jobs cannot renew their leases and are handed over, though it still reaches
+    Redis (and takes messages it cannot claim: the sweeper publishes those jobs again)."""
     fault_scenario(ctx, "postgres-partition", lambda h: h.partition("postgres"),
                    lambda h: h.heal())
 
 
-def test_host_cut_off_from_redis_only(ctx):
+def test_host_cut_off_from_redis_only(ctx: SimpleNamespace) -> None:
     """Its jobs keep their leases (PostgreSQL is reachable), so nothing need be handed
     over; they finish, and the host takes work again once it reaches Redis."""
     t0 = time.monotonic()
@@ -297,15 +302,17 @@ def test_host_cut_off_from_redis_only(ctx):
         assert on(victim.name, st[probe[0]]["worker"]), st[probe[0]]
 
 
-def test_host_paused_past_its_lease_then_woken(ctx):
+def test_host_paused_past_its_lease_then_woken(ctx: SimpleNamespace) -> None:
+    """SIGSTOP of every process of the host for two leases; woken, its writes are refused."""
     fault_scenario(ctx, "sigstop", lambda h: h.pause(), lambda h: h.resume())
 
 
-def test_host_killed_outright(ctx):
+def test_host_killed_outright(ctx: SimpleNamespace) -> None:
+    """Power loss: off the network (no FIN reaches a server), then every process killed."""
     fault_scenario(ctx, "kill-9", lambda h: h.crash(), None)
 
 
-def test_hosts_with_skewed_clocks_keep_their_leases(ctx):
+def test_hosts_with_skewed_clocks_keep_their_leases(ctx: SimpleNamespace) -> None:
     """One host 5 min ahead, one 5 min behind, one on time: leases are judged on the
     database's clock, so no healthy job is handed over. (Were they judged on a host's clock,
     every heartbeat from the host behind would look 5 min stale to a 3 s lease.)"""
