@@ -51,14 +51,19 @@ def main() -> None:
         assert lease is not None
         step = {"next": 0}
 
+        def per_repeat(points: int) -> int:
+            """Calls per timed repeat: ``total_target`` points in all, but at most 1,000
+            transactions (8 points a call is transaction-bound: 25,000 commits a side)."""
+            return max(1, min(total_target // points, 1_000) // calls)
+
         def writer(points: int) -> Any:
             def run() -> None:
-                n_calls = max(1, total_target // points // calls)
+                n_calls = per_repeat(points)
                 for _ in range(n_calls):
                     rows = rows_for(step["next"], points)
                     step["next"] += points // 8 + 1
                     writes.log(lease, rows, {"step": step["next"]}, url=url)
-            run.points = max(1, total_target // points // calls) * points  # type: ignore
+            run.points = per_repeat(points) * points  # type: ignore
             return run
 
         def copy(points: int) -> Any:
@@ -67,7 +72,7 @@ def main() -> None:
             dsn = url.replace("postgresql+psycopg://", "postgresql://")
 
             def run() -> None:
-                n_calls = max(1, total_target // points // calls)
+                n_calls = per_repeat(points)
                 with psycopg.connect(dsn) as conn:
                     for _ in range(n_calls):
                         rows = rows_for(step["next"], points)
@@ -80,7 +85,7 @@ def main() -> None:
                                 cp.write_row((job_id, name, st, ep, ts, v if finite else None,
                                               None if finite else str(v)))
                         conn.commit()
-            run.points = max(1, total_target // points // calls) * points  # type: ignore
+            run.points = per_repeat(points) * points  # type: ignore
             return run
 
         results: dict[str, Any] = {}
