@@ -661,3 +661,19 @@ def test_sweep_fails_a_job_out_of_attempts(backend: str) -> None:
     with pytest.raises(LeaseLost):
         leases.renew(first)
     assert row(parent).status is JobStatus.FAILED
+
+
+def test_a_postgresql_connection_gives_up_on_a_cut_link_in_seconds(pg_url: str) -> None:
+    """Keepalives and a TCP user time-out on every libpq connection: a partition that stalls
+    a connection fails its statement in about half a minute (then retried on a new one),
+    not after the kernel's retransmissions; a URL's own setting wins."""
+    def parameters(url: str) -> dict[str, str]:
+        with db.get_engine(url).connect() as c:
+            return c.connection.dbapi_connection.info.get_parameters()
+
+    got = parameters(pg_url)
+    assert {k: got.get(k) for k in ("connect_timeout", "keepalives_idle", "keepalives_count",
+                                     "tcp_user_timeout")} == {
+        "connect_timeout": "10", "keepalives_idle": "10", "keepalives_count": "3",
+        "tcp_user_timeout": "30000"}
+    assert parameters(pg_url + "?tcp_user_timeout=5000")["tcp_user_timeout"] == "5000"

@@ -74,7 +74,8 @@ def get_engine(url: str | None = None) -> Engine:
                 engine = _create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = _create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                engine = _create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                                        connect_args=_libpq_timeouts(url))
             _engines[url] = engine
     return engine
 
@@ -86,6 +87,25 @@ def dispose_engines() -> None:
             e.dispose(close=False)
         _engines.clear()
         _checked.clear()
+
+
+# A connection cut by a partition fails within about half a minute instead of the kernel's
+# retransmission time-out (15 minutes and more): the write is retried on a new connection
+# (the failure policy's transient errors), while the lease, on the database's clock, has
+# already said whether the job is still this worker's. A URL that sets one keeps its own.
+_LIBPQ_TIMEOUTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}
+
+
+def _libpq_timeouts(url: str) -> dict[str, int]:
+    """The libpq connection time-outs above, for a libpq driver (psycopg, psycopg2)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except ArgumentError:  # _create_engine names the bad setting
+        return {}
+    if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        return {}
+    return {k: v for k, v in _LIBPQ_TIMEOUTS.items() if k not in parsed.query}
 
 
 def _create_engine(url: str, **kwargs: object) -> Engine:
