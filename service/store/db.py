@@ -101,9 +101,10 @@ def _libpq_timeouts(url: str) -> dict[str, int]:
     """The libpq connection time-outs above, for a libpq driver (psycopg, psycopg2)."""
     try:
         parsed = sa.engine.make_url(url)
-    except ArgumentError:  # _create_engine names the bad setting
+        driver = parsed.get_driver_name()  # loads the dialect: it may not exist
+    except (ArgumentError, NoSuchModuleError, ImportError):  # _create_engine names it
         return {}
-    if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+    if driver not in ("psycopg", "psycopg2"):
         return {}
     return {k: v for k, v in _LIBPQ_TIMEOUTS.items() if k not in parsed.query}
 
