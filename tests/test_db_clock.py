@@ -19,6 +19,7 @@ import time
 
 import pytest
 from gradq.service.store import create, db, leases
+from gradq.service.store.clock import read_now
 from gradq.service.store.db import session_scope
 from gradq.service.store.models import Job
 from gradq.service.store.newjob import NewJob
@@ -94,3 +95,35 @@ def test_a_skewed_host_neither_loses_a_live_lease_nor_keeps_a_dead_one(
     # and the old holder can write nothing
     with pytest.raises(leases.LeaseLost):
         leases.renew(leases.Lease(job_id, token, "w@skewed", 1), url=pg_url)
+
+
+_CREATE = """
+import json
+from gradq.service.store import create
+from gradq.service.store.newjob import NewJob
+kids = [NewJob({"kind": "train", "seed": i}, "train", "t", i, {"name": "sgd"}, "cpu")
+        for i in range(3)]
+job = NewJob({"kind": "compare", "seed": 0}, "compare", "t", 0, {"name": "sgd"}, "cpu", kids)
+print(json.dumps(create.create_jobs(job, dataset=None, priority=0, max_attempts=3)))
+"""
+
+
+@pytest.mark.parametrize("submitter", ["+5m", "-5m"])
+def test_a_skewed_submitter_stamps_jobs_with_the_database_time(
+        pg_url: str, faketime: str, submitter: str) -> None:
+    """A job's queued time (its start minus its creation) is measured on one clock: a
+    laptop five minutes off that submits it does not make it negative or five minutes long;
+    its children keep the order they were added in."""
+    db.upgrade(pg_url)
+    ids = _run(faketime, submitter, pg_url, _CREATE)
+    with session_scope(pg_url) as s:
+        now = read_now(s)
+        created = [s.get(Job, i).created_at for i in ids]  # type: ignore[union-attr]
+    assert all(abs((now - c).total_seconds()) < 30 for c in created), (now, created)
+    assert created == sorted(created) and len(set(created)) == len(created)
+    lease = leases.claim(ids[1], "w", url=pg_url)
+    assert lease is not None
+    with session_scope(pg_url) as s:
+        job = s.get(Job, ids[1])
+        queued_s = (job.started_at - job.created_at).total_seconds()
+    assert 0 <= queued_s < 30

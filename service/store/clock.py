@@ -11,7 +11,7 @@ for ``created_at`` (ordering, never judged against a lease).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from gradq.service.store.encoding import to_utc
@@ -30,7 +30,12 @@ def db_now(s: Session) -> sa.ColumnElement[datetime]:
 
 
 def read_now(s: Session) -> datetime:
-    """The database server's current time (aware, UTC), read in ``s``'s transaction."""
+    """The database server's current time (aware, UTC), read in ``s``'s transaction.
+
+    SQLite is embedded: its clock is this process's, which Python reads to the microsecond
+    (SQLite's own ``now`` has milliseconds), without a query."""
+    if s.get_bind().dialect.name == "sqlite":
+        return datetime.now(timezone.utc)
     now = to_utc(s.execute(sa.select(db_now(s))).scalar_one())
     assert now is not None
     return now

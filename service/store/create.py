@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from gradq.service.status import JobStatus
-from gradq.service.store.clock import db_now
+from gradq.service.store.clock import db_now, read_now
 from gradq.service.store.db import session_scope
 from gradq.service.store.encoding import dumps, new_id
 from gradq.service.store.models import Dataset, Job
@@ -43,10 +44,16 @@ def create_jobs(job: NewJob, *, dataset: tuple[str, bytes, str] | None, priority
 
 
 def add_job(s: Session, j: NewJob, parent: str | None, digest: str | None, priority: int,
-            max_attempts: int, ids: list[str]) -> None:
-    """Add ``j`` (and its children) under ``parent`` in ``s``; append the new ids."""
+            max_attempts: int, ids: list[str], now: datetime | None = None) -> None:
+    """Add ``j`` (and its children) under ``parent`` in ``s``; append the new ids.
+
+    ``created_at`` is the database's time (read once, ``now``), a microsecond apart per job
+    in the order they are added: a job's queued time (its start, on the same clock, minus
+    this) does not depend on the submitting host's clock."""
+    now = now if now is not None else read_now(s)
     jid = new_id()
-    s.add(Job(id=jid, kind=j.kind, name=j.name, status=JobStatus.QUEUED, parent_id=parent,
+    s.add(Job(id=jid, created_at=now + timedelta(microseconds=len(ids)), kind=j.kind,
+              name=j.name, status=JobStatus.QUEUED, parent_id=parent,
               spec=dumps(j.spec), dataset_hash=digest, seed=j.seed,
               optimizer=dumps(j.optimizer), queue=j.queue, priority=priority, attempts=0,
               max_attempts=max_attempts, lease_token=0, cancel_requested=False,
@@ -54,7 +61,7 @@ def add_job(s: Session, j: NewJob, parent: str | None, digest: str | None, prior
     s.flush()
     ids.append(jid)
     for c in j.children:
-        add_job(s, c, jid, digest, priority, max_attempts, ids)
+        add_job(s, c, jid, digest, priority, max_attempts, ids, now)
 
 
 def mark_enqueued(job_ids: Iterable[str], url: str | None = None) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from gradq.service.experiments import settling
 from gradq.service.status import FINISHED, JobStatus
 from gradq.service.store import checkpoint_policy
-from gradq.service.store.clock import db_now
+from gradq.service.store.clock import db_now, read_now
 from gradq.service.store.create import add_job
 from gradq.service.store.encoding import dumps
 from gradq.service.store.models import Checkpoint, Job, Result
@@ -138,7 +138,8 @@ def _advance(s: Session, parent: Job) -> list[str]:
             ids.append(job_id)
     if plan.drop_checkpoints:
         s.execute(sa.delete(Checkpoint).where(Checkpoint.job_id.in_(plan.drop_checkpoints)))
+    now = read_now(s) if plan.new else None
     for j in plan.new:
         add_job(s, j, parent.id, parent.dataset_hash, parent.priority, parent.max_attempts,
-                ids)
+                ids, now)
     return ids
