@@ -5,8 +5,8 @@ A lease written on one host's clock and judged on another's is handed over while
 healthy, or kept long after its worker died. So every time the queue reasons about
 (``heartbeat_at``, ``enqueued_at``, ``started_at``, ``finished_at``) is the database
 server's time: :func:`db_now` in the statement that writes it, :func:`read_now` where Python
-needs the value (the sweeper's cut-offs). A host's own clock is used only for display and
-for ``created_at`` (ordering, never judged against a lease).
+needs the value (the sweeper's cut-offs, ``created_at``). A host's own clock is used only
+for display and for ``--since``.
 """
 
 from __future__ import annotations
