@@ -20,6 +20,9 @@ load (a shared runner) falls on both. The machine, its load, the library version
 BLAS thread counts are printed with the figures.
 
     python benchmarks/mlp_vs_sklearn.py [--epochs 5] [--reps 5] [--threads N] [--json]
+    python benchmarks/mlp_vs_sklearn.py --quick     # one epoch, one repetition: it runs
+
+With ``OUT`` set, the figures are also written to ``$OUT/mlp_vs_sklearn.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from contextlib import nullcontext
 from importlib.metadata import version
 from typing import Any
 
+import _common
 import numpy as np
 from gradq.nn.backend import get_array_module, synchronize
 from gradq.nn.datasets import load_builtin
@@ -151,7 +155,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="limit BLAS/OpenMP threads of both (threadpoolctl); default: as loaded")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="gradq's device")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--quick", action="store_true",
+                    help="one epoch, one repetition: checks that the script runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs, args.reps = 1, 1
 
     data = mnist_splits()
     contenders: dict[str, Callable[[], float]] = {
@@ -179,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratio_gradq_train_only_over_sklearn": medians["gradq (train only)"]
                                                / medians["sklearn"],
     }
+    if os.environ.get("OUT"):
+        _common.report("mlp_vs_sklearn", {"benchmark": "mlp_vs_sklearn", "quick": args.quick,
+                                          **result, "machine": _common.machine()})
     if args.json:
         print(json.dumps(result, indent=2))
         return result

@@ -216,3 +216,50 @@ def test_quiet_table_prints_one_row_per_figure_with_its_load(tmp_path: Path) -> 
     assert wall.rstrip(" |").split("|")[-1].strip() != "—"
     assert any("search |" in line and "did not finish (exit 124, 60 s)" in line
                for line in lines)
+
+
+def test_expected_best_reports_its_time_per_trial_count(tmp_path: Path) -> None:
+    doc = run_script("expected_best", tmp_path)
+    assert doc["seconds"] and all(v["median_s"] > 0 for v in doc["seconds"].values())
+    assert doc["target_s_at_10000"] == 0.05
+
+
+def test_suite_mini_reports_its_wall_time_broken_down_by_workload(tmp_path: Path) -> None:
+    doc = run_script("suite_mini", tmp_path, timeout=300)
+    assert doc["wall_s"] > 0 and doc["verdict"] in ("met", "not met")
+    # every workload of book-mini ran, and the breakdown accounts for its runs
+    assert len(doc["breakdown"]["workloads"]) >= 6
+    assert all(w["runs"] > 0 for w in doc["breakdown"]["workloads"].values())
+    assert doc["score"]
+
+
+def test_mlp_vs_sklearn_reports_both_epochs_and_their_ratio(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    doc = run_script("mlp_vs_sklearn", tmp_path)
+    assert {"gradq", "sklearn"} <= set(doc["seconds_per_epoch"])
+    assert doc["ratio_gradq_over_sklearn"] > 0
+
+
+def test_quiet_run_runs_every_stage_under_its_limit_then_prints_the_table(
+        tmp_path: Path) -> None:
+    # Given a Python that records each benchmark it is asked to run (the scripts' own
+    # --quick paths are the tests above) and runs quiet_table.py for real
+    calls = tmp_path / "calls"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/usr/bin/env bash\nif [[ "$1" == quiet_table.py ]]; then '
+                    f'exec {sys.executable} "$@"; fi\necho "$@" >> {calls}\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(stub), "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(BENCH / "quiet_run.sh"), "--quick"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Then every CPU benchmark ran once with --quick, each stage was recorded with its
+    # exit code and load, and the table was printed
+    ran = [line.split()[0] for line in calls.read_text().splitlines()]
+    assert ran == ["run_wall.py", "cli_latency.py", "dataset_load.py", "ui.py",
+                   "job_epoch.py", "search.py", "search.py", "mlp_step.py", "flops.py",
+                   "sweep.py", "queue_latency.py", "ingest.py"]
+    assert all("--quick" in line for line in calls.read_text().splitlines())
+    stages = (tmp_path / "out" / "stages.tsv").read_text().splitlines()
+    assert len(stages) == 12 and all(s.split("\t")[1] == "0" for s in stages)
+    assert proc.stdout.startswith("| benchmark |")
