@@ -34,8 +34,6 @@ Array = Any  # a 1-D NumPy or CuPy array
 Hvp = Callable[[Array, Array], Array]
 Info = dict[str, Any]
 
-NAMES = ("newton", "cg_fr", "cg_pr", "bfgs", "lbfgs")
-
 DEFAULTS: Mapping[str, dict[str, Any]] = registry.DefaultsView("second_order", hidden=True)
 """Each minimizer's hyperparameters and defaults: a live view of the registry (``entries.py``),
 with the line-search settings the spec does not offer (``max_evals``, ``line_search``)."""
@@ -57,7 +55,8 @@ def validate_hyper(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
     """Return ``hyper`` with the defaults of ``name`` filled in; raise ``ValueError`` naming
     the offending key (unknown key, wrong type, or out of range)."""
     if name not in DEFAULTS:
-        raise ValueError(f"unknown minimizer {name!r}: choose one of {', '.join(NAMES)}")
+        raise ValueError(f"unknown minimizer {name!r}: choose one of "
+                         f"{', '.join(registry.names('second_order'))}")
     out = dict(DEFAULTS[name])
     for key, value in hyper.items():
         if key not in out:
@@ -474,3 +473,11 @@ def make_minimizer(name: str, **hyper: Any) -> Minimizer:
     """Build the minimizer ``name`` (one of ``NAMES``) with ``hyper`` over its ``DEFAULTS``."""
     validate_hyper(name, hyper)  # names an unknown minimizer or key before building
     return _FACTORIES[name](**hyper)
+
+
+def __getattr__(attr: str) -> Any:
+    """``NAMES``: the minimizers' names, read from the registry (``entries.py``) when first
+    asked for, since the entries import this module."""
+    if attr == "NAMES":
+        return registry.names("second_order")
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -117,7 +117,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
 LINE_SEARCH_KEYS = {"c1", "c2"}  # beyond docs/optimizers.md: the Wolfe constants of line searches
 
 
-def test_spec_defaults_agree_with_spec_section_5() -> None:
+def test_spec_defaults_agree_with_the_spec_reference() -> None:
     assert set(SPEC_DEFAULTS) == set(OPTIMIZERS)
     for name, table in SPEC_DEFAULTS.items():
         # the spec's table, nn's first-order table and the second-order minimizers agree

@@ -35,7 +35,7 @@ SPEC_5 = {
 FULL_BATCH_5 = {"delta_bar_delta", "closed_form", "newton", "cg_fr", "cg_pr", "bfgs", "lbfgs"}
 
 
-def test_the_registry_holds_every_optimizer_of_spec_section_5() -> None:
+def test_the_registry_holds_every_optimizer_of_the_spec_reference() -> None:
     assert {e.name: e.kind for e in registry.all_entries()} == SPEC_5
     assert set(OPTIMIZERS) == set(SPEC_5) and set(FULL_BATCH_OPTIMIZERS) == FULL_BATCH_5
     for e in registry.all_entries():

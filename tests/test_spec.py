@@ -1,4 +1,4 @@
-"""Job specs: loading, ``--set`` overrides and validation (service/spec.py, docs/cli.md,
+"""Job specs: loading, ``--set`` overrides and validation (service/spec/, docs/cli.md,
 docs/spec.md, docs/optimizers.md)."""
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def test_every_optimizer_fills_its_defaults(name: str) -> None:
     assert validate(spec) == spec
 
 
-def test_optimizer_defaults_follow_spec_section_5() -> None:
+def test_optimizer_defaults_follow_the_spec_reference() -> None:
     assert OPTIMIZERS["rmsprop"] == {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0,
                                      "centered": False}
     assert OPTIMIZERS["rmsprop_nesterov"]["lr"] == 0.001

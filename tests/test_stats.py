@@ -156,6 +156,28 @@ def test_expected_best_in_log_space_equals_the_big_integer_sums(n: int, failed: 
             [w for w in want if w is not None], rel=1e-10)
 
 
+
+def test_expected_best_at_the_largest_search_equals_the_big_integer_sums() -> None:
+    # 10,000 trials, the spec's largest search, 13 of them failed: at the k where the
+    # log-space sums read every position (k ≤ 40), where they read a window (k = 400) and
+    # at the end, each value equals the exact sum with big-integer binomials
+    n = 10_000
+    rng = random.Random(7)
+    values: list[float | None] = [rng.lognormvariate(0, 2) for _ in range(n)]
+    for i in rng.sample(range(n), 13):
+        values[i] = None
+    done = [v for v in values if v is not None]
+    for low in (True, False):
+        got = report.expected_best(values, low)
+        assert got[12] is None and got[13] is not None
+        ranked = sorted(done, reverse=low)
+        for k in (14, 41, 400, 9_999):
+            total = math.comb(n, k)
+            want = float(sum(v * (math.comb(13 + j - 1, k - 1) / total)
+                             for j, v in enumerate(ranked, start=1)))
+            assert got[k - 1] == pytest.approx(want, rel=1e-10), k
+
+
 # ------------------------------------------------------------------ capacity
 def test_capacity_axis_is_the_one_numeric_key_the_arms_vary() -> None:
     order = ["a", "b", "c"]

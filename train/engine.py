@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from gradq.nn import optimizers as first_order
+from gradq.nn import registry
 from gradq.nn.network import (
     Architecture,
     Network,
@@ -116,8 +117,8 @@ def final_metrics(progress: dict[str, Any]) -> dict[str, Any]:
 
 def first_order_warnings(name: str, batch: int, n_train: int) -> list[str]:
     """What a result says about a first-order optimizer used outside its domain."""
-    if name == "delta_bar_delta" and batch < n_train:
-        return ["delta_bar_delta is a full-batch rule; it ran on minibatches"]
+    if registry.get(name).full_batch and batch < n_train:  # its registry entry says so
+        return [f"{name} is a full-batch rule; it ran on minibatches"]
     return []
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from gradq.nn import optimizers as first_order
-from gradq.nn import second_order
+from gradq.nn import registry, second_order
 from gradq.nn.diagnostics import curvature, lanczos_extremes
 from gradq.nn.network import hvp
 from gradq.nn.preprocess import Splits
@@ -394,6 +394,6 @@ def make_stepper(tr: Trainer) -> FirstOrderStepper | MinimizerStepper | ClosedFo
             raise ValueError("optimizer.name: closed_form needs model.hidden [] and a linear "
                              "output (a regression task)")
         return ClosedFormStepper()
-    if name in second_order.NAMES:
+    if name in registry.names("second_order"):
         return MinimizerStepper(tr, name, {k: v for k, v in opt.items() if v is not None})
     return FirstOrderStepper(tr, name, opt, schedule)
