@@ -212,6 +212,9 @@ def check_exactly_once(work: Work, *, name: str, watch_: Watch | None = None,
     assert results(work.runs) == {j: 1 for j in work.runs}
     steps = metric_steps(work.runs)
     assert {j for j, _ in steps} == set(work.runs), "a job stored no curve"
+    metrics = {j: {m for jj, m in steps if jj == j} for j in work.runs}
+    assert all(m == metrics[work.runs[0]] for m in metrics.values()), metrics  # none missing
+    assert {"train_loss", "val_loss"} <= metrics[work.runs[0]], metrics
     for (job, metric), got in steps.items():
         assert got == EXPECTED_STEPS, (job, metric, got)
     attempts = sum(st[j]["attempts"] for j in work.runs)

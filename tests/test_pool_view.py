@@ -131,6 +131,23 @@ def test_a_silent_worker_is_gone_after_a_lease_and_pruned_later(
     assert pool_table.beat("cpu@quiet-1-10") is False
 
 
+def test_a_worker_names_its_gpu_by_its_physical_index(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a process that sees one GPU (the probe is faked: no GPU here)
+    from gradq.workers import presence
+
+    monkeypatch.setattr(presence, "gpu_name", lambda: "NVIDIA H200")
+    # Then a worker pinned to GPU 3 says so, one not pinned says cuda:0, and one told to
+    # use the CPU, or finding no GPU, says cpu
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert presence.device_label("auto") == "cuda:3 (NVIDIA H200)"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert presence.device_label("cuda") == "cuda:0 (NVIDIA H200)"
+    assert presence.device_label("cpu") == "cpu"
+    monkeypatch.setattr(presence, "gpu_name", lambda: None)
+    assert presence.device_label("auto") == "cpu"
+
+
 def test_no_worker_yet_says_how_to_start_one() -> None:
     code, out, err = invoke("workers")
     assert code == 0 and out == ""
