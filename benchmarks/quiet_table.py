@@ -120,11 +120,25 @@ def dataset_load(d: dict) -> Iterator[Row]:
            d["verdict"])
 
 
+def expected_best(d: dict) -> Iterator[Row]:
+    n = max(d["seconds"], key=int)
+    yield (f"search report's expected best, {int(n):,} trials", _f(
+        d["seconds"][n]["median_s"] * 1000, " ms", 1), "—", "—", "< 50 ms", d["status"])
+
+
+def suite_mini(d: dict) -> Iterator[Row]:
+    b = d["breakdown"]
+    runs = sum(w["runs"] for w in b["workloads"].values())
+    yield (f"`gradq run examples/suite-mini.yaml` (wall, {runs} runs)", _f(d["wall_s"], " s", 1),
+           f"before the first run {_f(b['before_first_run_s'], ' s', 1)}, after the last "
+           f"{_f(b['after_last_run_s'], ' s', 1)}", "—", "≤ 15 min", d["verdict"])
+
+
 TABLE: dict[str, Callable[[dict], Iterator[Row]]] = {
     "run_wall": run_wall, "search": search, "search_30": search, "job_epoch": job_epoch,
     "cli_latency": cli_latency, "ui": ui, "mlp_step": mlp_step, "flops": flops,
     "sweep": sweep, "queue_latency": queue_latency, "ingest": ingest,
-    "dataset_load": dataset_load}
+    "dataset_load": dataset_load, "expected_best": expected_best, "suite_mini": suite_mini}
 
 
 def main(out: Path) -> None:

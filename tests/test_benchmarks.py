@@ -258,8 +258,9 @@ def test_quiet_run_runs_every_stage_under_its_limit_then_prints_the_table(
     ran = [line.split()[0] for line in calls.read_text().splitlines()]
     assert ran == ["run_wall.py", "cli_latency.py", "dataset_load.py", "ui.py",
                    "job_epoch.py", "search.py", "search.py", "mlp_step.py", "flops.py",
-                   "sweep.py", "queue_latency.py", "ingest.py"]
+                   "sweep.py", "queue_latency.py", "ingest.py", "expected_best.py",
+                   "suite_mini.py"]
     assert all("--quick" in line for line in calls.read_text().splitlines())
     stages = (tmp_path / "out" / "stages.tsv").read_text().splitlines()
-    assert len(stages) == 12 and all(s.split("\t")[1] == "0" for s in stages)
+    assert len(stages) == 14 and all(s.split("\t")[1] == "0" for s in stages)
     assert proc.stdout.startswith("| benchmark |")
