@@ -245,7 +245,8 @@ for _name, _summary in (("cg_fr", "nonlinear conjugate gradients (Fletcher–Ree
                         ("cg_pr", "nonlinear conjugate gradients (Polak–Ribière)")):
     register(Optimizer(_name, "second_order", {"restart": None, "c1": 1e-4, "c2": 0.1},
                        _summary, full_batch=True, schedule=False, hidden=_SEARCH))
-register(Optimizer("bfgs", "second_order", {"c1": 1e-4, "c2": 0.9}, "BFGS",
+register(Optimizer("bfgs", "second_order", {"max_params": 5000, "c1": 1e-4, "c2": 0.9},
+                   "BFGS (a dense inverse Hessian: models above max_params are refused)",
                    full_batch=True, schedule=False, hidden=_SEARCH))
 register(Optimizer("lbfgs", "second_order", {"history": 10, "c1": 1e-4, "c2": 0.9},
                    "limited-memory BFGS", full_batch=True, schedule=False, hidden=_SEARCH))

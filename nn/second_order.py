@@ -346,11 +346,18 @@ def bfgs(**search: Any) -> Minimizer:
         H₊ = (I − ρ·s·yᵀ)·H·(I − ρ·y·sᵀ) + ρ·s·sᵀ,   d = −H·g.
 
     Before the first update H₀ = (yᵀs / yᵀy)·I (N&W 6.20); an update with
-    yᵀs ≤ 1e-10·‖s‖‖y‖ is skipped. O(k²) memory in the k parameters.
+    yᵀs ≤ 1e-10·‖s‖‖y‖ is skipped. O(k²) memory in the k parameters: models above
+    ``max_params`` are refused.
     """
     hyper = validate_hyper("bfgs", search)
 
     def init(x: Array) -> BFGSState:
+        k = int(x.size)
+        if k > hyper["max_params"]:
+            raise ValueError(
+                f"bfgs: the model has {k} parameters, above max_params={hyper['max_params']}: "
+                f"the inverse Hessian takes O(k²) memory ({k * k * x.dtype.itemsize / 1e6:.0f} "
+                f"MB); use lbfgs or cg_pr, or raise max_params")
         xp = array_module(x)
         return BFGSState(math.nan, xp.zeros_like(x), xp.eye(x.size, dtype=x.dtype), 0, 0)
 

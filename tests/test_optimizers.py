@@ -111,7 +111,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
     "newton": {"damping": 1e-4, "max_params": 5000},
     "cg_fr": {"restart": None},  # None: n params
     "cg_pr": {"restart": None},
-    "bfgs": {},
+    "bfgs": {"max_params": 5000},
     "lbfgs": {"history": 10},
 }
 LINE_SEARCH_KEYS = {"c1", "c2"}  # beyond docs/optimizers.md: the Wolfe constants of line searches

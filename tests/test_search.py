@@ -368,6 +368,29 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
 
 
 # -------------------------------------------------------------- bad spaces
+def test_optimizers_named_without_a_space_search_their_lr_by_default() -> None:
+    # Given a search over optimizers named plainly, one with its own lr, and one without an lr
+    from gradq.service.spec import validate
+
+    spec = validate({"kind": "compare", "data": {"dataset": "digits"},
+                     "model": {"hidden": [8]}, "training": {"epochs": 2},
+                     "compare": {"optimizers": ["sgd", {"name": "adam", "lr": 0.003}, "lbfgs"],
+                                 "search": {"trials": 4}}})
+    # Then each first-order one searches its lr over two decades either side of its own (or
+    # its default) lr, and lbfgs runs as named
+    assert spec["compare"]["optimizers"] == [
+        {"name": "sgd", "lr": {"loguniform": [1e-4, 1.0]}},
+        {"name": "adam", "lr": {"loguniform": [pytest.approx(3e-5), pytest.approx(0.3)]}},
+        {"name": "lbfgs"}]
+    # and once any arm gives a space, the others run as named
+    spec = validate({"kind": "compare", "data": {"dataset": "digits"},
+                     "model": {"hidden": [8]}, "training": {"epochs": 2},
+                     "compare": {"optimizers": ["sgd", {"name": "adam",
+                                                        "lr": {"uniform": [0.001, 0.01]}}],
+                                 "search": {"trials": 4}}})
+    assert spec["compare"]["optimizers"][0] == {"name": "sgd"}
+
+
 @pytest.mark.parametrize(("arm", "search_cfg", "line"), [
     ({"name": "sgd", "lr": {"loguniform": [0.1, 0.01]}}, {"trials": 4},
      "compare.optimizers[0].lr.loguniform: needs a < b, got [0.1, 0.01]"),
@@ -383,7 +406,7 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
      "compare.optimizers[0].history.uniform[0]: must be an integer"),
     ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, None,
      "compare.optimizers[0].lr: a search space needs compare.search"),
-    ({"name": "sgd", "lr": 0.1}, {"trials": 4},
+    ({"name": "lbfgs"}, {"trials": 4},
      "compare.search: no arm has a search space"),
     ({"name": "sgd", "lr": {"loguniform": [1e-3, 1.0]}}, {"trials": 0},
      "compare.search.trials: must be an integer in [1, 10000], got 0"),

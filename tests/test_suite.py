@@ -356,6 +356,8 @@ BAD = [
       "workloads": [{"name": "big", "metric": "val_loss", "target": 0.5,
                      "spec": {"data": {"dataset": "digits"}, "model": {"hidden": [128]}}}]},
      "suite.optimizers[1].name: on workload big: newton is limited to 5,000 parameters"),
+    ({"optimizers": ["sgd", "bfgs"], "search": None, "workloads": "book-mini"},
+     "suite.optimizers[1].name: on workload mnist-mlp: bfgs is limited to 5,000 parameters"),
     ({"optimizers": ["closed_form"], "search": None},
      "suite.optimizers[0]: on workload moons-auto: closed_form needs a linear model"),
     ({"optimizers": ["sgd", "closed_form"], "search": None,
@@ -396,3 +398,25 @@ def test_book_mini_expands_into_six_workloads_each_checked_on_its_data() -> None
         batches = {k.spec["optimizer"]["name"]: k.spec["training"]["batch_size"]
                    for k in c.children}
         assert batches["lbfgs"] == "full" and isinstance(batches["adam"], int)
+
+
+def test_the_contracts_example_validates_each_optimizer_searching_its_lr(
+        tmp_path: Path) -> None:
+    # Given the suite of the contract's example: optimizers named plainly, with a search
+    from gradq.service import submit
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "kind: suite\nname: book-mini\nseed: 0\nsuite:\n  workloads: book-mini\n"
+        "  optimizers: [sgd, momentum, nesterov, adagrad, rmsprop, adam]\n"
+        "  search: {method: random, trials: 16, pruner: {successive_halving: "
+        "{eta: 3, min_epochs: 1}}}\n  seeds: 5\n  budget: steps\n  r_max: 4\n")
+    job = submit.prepare(path).job
+    # Then every workload's comparison searches every optimizer's lr, 16 trials an arm
+    assert len(job.children) >= 6
+    for c in job.children:
+        arms = c.spec["compare"]["optimizers"]
+        assert [a["name"] for a in arms] == ["sgd", "momentum", "nesterov", "adagrad",
+                                             "rmsprop", "adam"]
+        assert all(set(a["lr"]) == {"loguniform"} for a in arms)
+        assert c.spec["compare"]["search"]["trials"] == 16

@@ -10,6 +10,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from gradq.nn import registry
+
 from .kinds import Either, Kind, Section, SpecError, Str, _bad, _join, _what
 from .optimizers import _OPTIMIZER_NAME, HYPERPARAMETERS
 from .spaces import DISTRIBUTIONS, _refuse_grid_and_space, candidates, check_space, is_space
@@ -161,6 +163,27 @@ def arm_points(arm: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [first] + [{**first, k: x} for k, v in options.items() for x in v[1:]]
 
 
+DEFAULT_LR_DECADES = 2  # a default space spans this many decades either side of the lr
+
+
+def _default_lr_spaces(optimizers: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    """A search over optimizers named without any space (``optimizers: [sgd, adam]`` with
+    ``search: {trials: 16}``) searches each one's learning rate: log-uniform over two decades
+    either side of its lr (its own, or its default), as benchmark suites give every
+    optimizer a learning-rate range by default. Optimizers without an lr (closed form,
+    second order) stay as they are. Returns the spaces as ``tuned`` entries."""
+    tuned = []
+    for i, arm in enumerate(optimizers):
+        entry = registry.get(arm["name"])
+        lr = arm.get("lr", entry.defaults.get("lr"))
+        if entry.kind != "first_order" or not isinstance(lr, (int, float)) or lr <= 0:
+            continue
+        scale = 10.0 ** DEFAULT_LR_DECADES
+        arm["lr"] = check_space({"loguniform": [lr / scale, lr * scale]}, "lr")
+        tuned.append((f"compare.optimizers[{i}]", "lr", arm["lr"]))
+    return tuned
+
+
 def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
     """A comparison's arms and searches, each arm validated as a whole spec at every value
     its grid or space may take (endpoints, options); one line names the arm and the key."""
@@ -189,6 +212,8 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
     else:
         tuned = [(f"compare.optimizers[{i}]", k, v) for i, arm in enumerate(cmp["optimizers"])
                  for k, v in arm.items() if isinstance(v, list) or is_space(v)]
+        if cmp["search"] is not None and not tuned:
+            tuned = _default_lr_spaces(cmp["optimizers"])
     def error(where: str, key: str, message: str) -> SpecError:
         # an arm of compare.arms is named with its label; an optimizer's key is a path
         if where.startswith("compare.arms"):
@@ -222,7 +247,9 @@ def _check_arms(spec: dict, raw: Mapping[str, Any]) -> None:
                                 "(drop the pruner, or the early stop)")
     if cmp["search"] is not None and not spaces:
         raise SpecError("compare.search", "no arm has a search space ({loguniform: [a, b]}, "
-                                          "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]})")
+                                          "{uniform: [a, b]}, {int: [a, b]}, {choice: [...]})"
+                                          " nor a first-order optimizer whose lr it could "
+                                          "search by default")
     if tuned and spec["data"]["validation"] <= 0:
         where, key, _ = tuned[0]
         raise error(where, key, "grids and searches are tuned on the validation metric: "

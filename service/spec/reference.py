@@ -129,6 +129,47 @@ def _optimizers() -> str:
     return "\n".join(out) + "\n"
 
 
+def _suite_section() -> str:
+    """``kind: suite``'s keys (validated by ``suite.py``, not the schema's sections)."""
+    from gradq.service.experiments.workloads import BUILTIN_SUITES
+
+    from .suite import BUDGETS, DEFAULTS, TOP_KEYS
+
+    d = {k: _value(v) for k, v in DEFAULTS.items()}
+    rows = [
+        ("suite.workloads", f"one of {', '.join(sorted(BUILTIN_SUITES))}, or a list of "
+         "workloads", "required", "a built-in suite's name, or your own workloads"),
+        ("suite.workloads[].name", "a string", "required", "unique within the suite"),
+        ("suite.workloads[].spec", "a mapping of data, model, regularization, optimizer, "
+         "training", "required", "the workload: a train spec's sections"),
+        ("suite.workloads[].metric", "a metric the workload logs", "required",
+         "e.g. val_loss or val_accuracy: what time to target and the final figures read"),
+        ("suite.workloads[].target", "a number, or auto", "required",
+         "the metric's target; auto: the median final metric of the best arm of a "
+         "reference comparison run first"),
+        ("suite.workloads[].reference", "null or a list as compare.optimizers", "`null`",
+         "with target: auto, the reference comparison's optimizers (default: the suite's, "
+         "each at its given settings, unsearched)"),
+        ("suite.optimizers", "null or a non-empty list as compare.optimizers", d["optimizers"],
+         "the optimizers judged, with search spaces allowed (null: compare.optimizers' "
+         "default)"),
+        ("suite.search", "null or a mapping as compare.search", d["search"],
+         "the search run per optimizer on every workload"),
+        ("suite.seeds", "an integer >= 1", d["seeds"], "evaluation seeds per arm and workload"),
+        ("suite.tune_seeds", "an integer >= 1", d["tune_seeds"], "as compare.tune_seeds"),
+        ("suite.budget", f"one of {', '.join(BUDGETS)}", d["budget"],
+         "what time to target is counted in for the profiles"),
+        ("suite.r_max", "a number > 1", d["r_max"],
+         "the performance profile's range, τ in [1, r_max]"),
+    ]
+    body = "\n".join(f"| `{k}` | {_cell(t)} | {v} | {_cell(m)} |" for k, t, v, m in rows)
+    return (f"## `suite`\n\nKind suite only: optimizers judged across workloads, each "
+            f"workload one comparison (docs/suites.md). A suite spec has the top-level keys "
+            f"{', '.join(f'`{k}`' for k in TOP_KEYS)} and no others.\n\n"
+            "| key | type or values | default | meaning |\n|---|---|---|---|\n"
+            + body + "\n")
+
+
 def reference_markdown() -> str:
     """docs/spec.md: every key of the job spec with its type, default and meaning, the
     optimizers and their hyperparameters, and how to use the JSON Schema in an editor."""
@@ -143,6 +184,6 @@ def reference_markdown() -> str:
         parts.append(f"## `{key}`\n\n{_cell(about[:1].upper() + about[1:])}.\n"
                      if about else f"## `{key}`\n")
         parts.append(_table(_rows(sub, key)))
-    parts += [_optimizers(), _EDITORS]
+    parts += [_suite_section(), _optimizers(), _EDITORS]
     return "\n".join(parts)
 

@@ -131,7 +131,8 @@ def lower_is_better(metric: str) -> bool:
 
 DESCRIPTIONS: dict[str, str] = {
     "name": "an optional label, shown by gradq ls and the dashboard",
-    "kind": "train: one run; compare: runs over arms and seeds, with a report",
+    "kind": "train: one run; compare: runs over arms and seeds, with a report (kind: suite, "
+            "comparisons across workloads, has keys of its own: see suite below)",
     "seed": "seed of the split, the initial parameters and the minibatch order",
     "dtype": "floating-point type of the parameters and the data",
     "device": "auto: a GPU where CuPy finds one, else the CPU",
@@ -206,7 +207,9 @@ DESCRIPTIONS: dict[str, str] = {
                           "over them (under successive halving too)",
     "compare.metric": "the metric the report ranks arms by",
     "compare.target": "a value of the metric: the time and steps to reach it are reported",
-    "compare.search": "a search over the arms' search spaces",
+    "compare.search": "a search over the arms' search spaces; where no arm gives one, "
+                      "each first-order optimizer searches its lr, log-uniform over two "
+                      "decades either side of its own (or default) lr",
     "compare.search.method": "random, qmc (a scrambled Sobol sequence), or tpe (Optuna's "
                              "TPESampler in waves; pip install 'gradq[tpe]')",
     "compare.search.trials": "trials per arm",
