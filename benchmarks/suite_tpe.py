@@ -41,8 +41,8 @@ def suite(method: str, trials: int, seed: int, quick: bool) -> dict[str, Any]:
     from gradq.service.experiments.workloads import builtin
 
     chosen = [w for w in builtin("book-mini") if w["name"] in WORKLOADS]
-    if quick:  # an epoch of one workload, two waves: checks that the script runs
-        chosen = chosen[:1]
+    if quick:  # an epoch of two workloads, two waves: checks that the script runs
+        chosen = chosen[:2]
         for w in chosen:
             w["spec"]["training"]["epochs"] = 1
     return {"kind": "suite", "name": f"tpe-vs-random-{method}", "seed": seed, "device": "cpu",

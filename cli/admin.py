@@ -138,7 +138,7 @@ def db_current() -> None:
 @json_option
 @handle_errors
 def rm(job_refs: tuple[str, ...], force: bool, wait_s: float | None, as_json: bool) -> None:
-    """Delete jobs (a comparison: with its children) and everything they own."""
+    """Delete jobs (a comparison or suite: with its whole tree) and everything they own."""
     from gradq.service.store import retention
 
     done = retention.remove(job_refs, force=force, wait_s=wait_s,

@@ -74,7 +74,7 @@ def submit(spec: Path, sets: tuple[str, ...], priority: int, as_json: bool) -> N
 @job_argument
 @handle_errors
 def cancel(job: str) -> None:
-    """Stop a queued or running job (a comparison: all its children)."""
+    """Stop a queued or running job (a comparison or suite: its whole tree)."""
     ids = actions.cancel(queries.resolve_id(job))
     click.echo(f"cancel requested for {len(ids)} job(s)", err=True)
 
@@ -84,7 +84,8 @@ def cancel(job: str) -> None:
 @json_option
 @handle_errors
 def retry(job: str, as_json: bool) -> None:
-    """Run a failed, diverged or cancelled job again."""
+    """Run a failed, diverged or cancelled job again (a comparison or suite: its failed or
+    cancelled parts)."""
     job_id, requeued = commands_service.retry(job)
     if as_json:  # names the job asked for, not each one requeued
         emit_json({"id": job_id, "status": "queued", "requeued": requeued})

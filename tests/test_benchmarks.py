@@ -175,6 +175,7 @@ def test_suite_tpe_reports_the_expected_best_of_both_methods(tmp_path: Path) -> 
     pytest.importorskip("optuna")
     doc = run_script("suite_tpe", tmp_path)
     assert doc["setup"]["trials"] == 4
+    assert len(doc["expected_best"]) >= 2  # TPE against random on two workloads at least
     for arms in doc["expected_best"].values():
         for curves in arms.values():
             assert len(curves["random"]) == len(curves["tpe"]) == 4
