@@ -420,3 +420,21 @@ def test_the_contracts_example_validates_each_optimizer_searching_its_lr(
                                              "rmsprop", "adam"]
         assert all(set(a["lr"]) == {"loguniform"} for a in arms)
         assert c.spec["compare"]["search"]["trials"] == 16
+
+
+def test_the_second_order_example_judges_every_minimizer_on_each_workload() -> None:
+    from gradq.service import submit
+
+    job = submit.prepare(Path(__file__).parent.parent / "examples"
+                         / "suite-second-order.yaml").job
+    workloads = [c for c in job.children if c.spec.get("_role", "workload") != "reference"]
+    names = {c.spec["_workload"] for c in job.children}
+    assert names == {"diabetes-linear", "cancer-logistic", "iris-tanh"}
+    for c in workloads:
+        arms = [a["name"] for a in c.spec["compare"]["optimizers"]]
+        if arms == ["adam"]:  # iris-tanh's reference comparison, run first for its target
+            continue
+        assert arms == ["adam", "newton", "cg_pr", "bfgs", "lbfgs"]
+        batches = {k.spec["optimizer"]["name"]: k.spec["training"]["batch_size"]
+                   for k in c.children}
+        assert all(batches[m] == "full" for m in ("newton", "cg_pr", "bfgs", "lbfgs"))
