@@ -92,6 +92,10 @@ def test_the_suite_page_links_workloads_and_draws_profiles(
     win = wait_for(b, "document.getElementById('suite-win') && "
                       "document.getElementById('suite-win').data.map(t => t.y)")
     assert win == [pytest.approx(rep["win_probability"][a]) for a in rep["profiles"]["rho"]]
+    # its x axis, as drawn, counts whole trials (1, 2, 3: no tick at 1.5)
+    ticks = b.execute_script("return [...document.querySelectorAll("
+                             "'#suite-win .xaxislayer-above .xtick text')].map(t => t.textContent)")
+    assert ticks and all(t.isdigit() for t in ticks), ticks
     height = b.execute_script("return document.body.scrollHeight")
     b.set_window_size(1400, min(max(height + 40, 800), 6000))
     b.save_screenshot(str(shots / "suite-page.png"))  # the suite page itself, to look at

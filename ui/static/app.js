@@ -321,7 +321,10 @@ async function suiteCharts(container) {
                                             rep.profiles.rho[a], color(i), {line: {shape: "hv", color: color(i), width: 1.8}})), ctl);
     if (rep.win_probability.k.length) {
       win ||= new Chart(container, "suite-win", "probability of being best against trials per arm",
-        {xTitle: "trials k", layout: l => { l.yaxis.range = [-0.02, 1.02]; }});
+        {xTitle: "trials k", layout: l => {
+          l.yaxis.range = [-0.02, 1.02];
+          if (rep.win_probability.k.length <= 12) l.xaxis.dtick = 1;  // whole trials only
+        }});
       win.draw(labels.map((a, i) => line(a, rep.win_probability.k, rep.win_probability[a], color(i),
                                           {mode: "lines+markers"})), ctl);
     }
