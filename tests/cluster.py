@@ -119,8 +119,8 @@ def _kill_namespace(netns: str) -> None:
     pids = _ip("netns", "pids", netns, check=False).stdout.split()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)  # first: a stopped process dies as it is
             os.kill(int(pid), signal.SIGCONT)
-            os.kill(int(pid), signal.SIGKILL)
 
 
 def _free_links(count: int) -> list[ipaddress.IPv4Network]:

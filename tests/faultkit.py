@@ -245,8 +245,11 @@ class Pool:
         if self.pgid is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGCONT)  # a stopped process dies on SIGKILL too,
-            os.killpg(self.pgid, signal.SIGKILL)  # but wake it so nothing lingers
+            # SIGKILL first: a stopped process dies of it without running another
+            # instruction (woken first, it could send a COMMIT it held, on a second core,
+            # before the SIGKILL lands); the SIGCONT after it only makes sure nothing lingers
+            os.killpg(self.pgid, signal.SIGKILL)
+            os.killpg(self.pgid, signal.SIGCONT)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
