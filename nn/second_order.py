@@ -169,6 +169,17 @@ class NewtonState(NamedTuple):
     k: int  # steps taken
 
 
+def _refuse_over_max_params(name: str, x: Array, limit: int, matrix: str,
+                            beyond: str = "") -> None:
+    """A dense k×k method (newton, bfgs) refuses a model of more than ``limit`` parameters."""
+    k = int(x.size)
+    if k > limit:
+        raise ValueError(
+            f"{name}: the model has {k} parameters, above max_params={limit}: {matrix} takes "
+            f"O(k²) memory ({k * k * x.dtype.itemsize / 1e6:.0f} MB){beyond}; use lbfgs or "
+            f"cg_pr, or raise max_params")
+
+
 def newton(
     damping: float = 1e-4, max_params: int = 5000, **search: Any
 ) -> Minimizer:
@@ -183,13 +194,8 @@ def newton(
     hyper = validate_hyper("newton", {"damping": damping, "max_params": max_params, **search})
 
     def check_size(x: Array) -> None:
-        k = int(x.size)
-        if k > hyper["max_params"]:
-            raise ValueError(
-                f"newton: the model has {k} parameters, above max_params={hyper['max_params']}: "
-                f"the full Hessian takes O(k²) memory ({k * k * x.dtype.itemsize / 1e6:.0f} MB) "
-                f"and O(k³) time to factor; use lbfgs or cg_pr, or raise max_params"
-            )
+        _refuse_over_max_params("newton", x, hyper["max_params"], "the full Hessian",
+                                " and O(k³) time to factor")
 
     def init(x: Array) -> NewtonState:
         check_size(x)
@@ -352,12 +358,7 @@ def bfgs(**search: Any) -> Minimizer:
     hyper = validate_hyper("bfgs", search)
 
     def init(x: Array) -> BFGSState:
-        k = int(x.size)
-        if k > hyper["max_params"]:
-            raise ValueError(
-                f"bfgs: the model has {k} parameters, above max_params={hyper['max_params']}: "
-                f"the inverse Hessian takes O(k²) memory ({k * k * x.dtype.itemsize / 1e6:.0f} "
-                f"MB); use lbfgs or cg_pr, or raise max_params")
+        _refuse_over_max_params("bfgs", x, hyper["max_params"], "the inverse Hessian")
         xp = array_module(x)
         return BFGSState(math.nan, xp.zeros_like(x), xp.eye(x.size, dtype=x.dtype), 0, 0)
 
@@ -477,14 +478,7 @@ _FACTORIES: dict[str, Callable[..., Minimizer]] = {
 
 
 def make_minimizer(name: str, **hyper: Any) -> Minimizer:
-    """Build the minimizer ``name`` (one of ``NAMES``) with ``hyper`` over its ``DEFAULTS``."""
+    """Build the minimizer ``name`` (a second-order name of the registry) with ``hyper`` over
+    its ``DEFAULTS``."""
     validate_hyper(name, hyper)  # names an unknown minimizer or key before building
     return _FACTORIES[name](**hyper)
-
-
-def __getattr__(attr: str) -> Any:
-    """``NAMES``: the minimizers' names, read from the registry (``entries.py``) when first
-    asked for, since the entries import this module."""
-    if attr == "NAMES":
-        return registry.names("second_order")
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

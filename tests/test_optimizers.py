@@ -24,7 +24,7 @@ import yaml
 from _backends import xp_fixture
 from click.testing import CliRunner
 from gradq.cli.main import main
-from gradq.nn import fused, second_order
+from gradq.nn import fused, registry, second_order
 from gradq.nn.backend import gpu_available, to_numpy
 from gradq.nn.datasets import load_builtin
 from gradq.nn.optimizers import (
@@ -46,6 +46,8 @@ xp = xp_fixture()
 # ------------------------------------------------------------------- what is under test
 # Every optimizer, its kind, and the hyperparameters it trains the tiny MLP with below
 # (defaults where they make progress in a few steps).
+MINIMIZERS = registry.names("second_order")  # the second-order names, from the registry
+
 TABLE: dict[str, tuple[str, dict[str, Any]]] = {
     "sgd": ("first_order", {"lr": 0.1}),
     "momentum": ("first_order", {"lr": 0.05}),
@@ -89,11 +91,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any] | None]] = {
 
 
 def test_table_covers_every_exported_optimizer() -> None:
-    exported = set(FIRST_ORDER_DEFAULTS) | set(second_order.NAMES) | {"closed_form"}
+    exported = set(FIRST_ORDER_DEFAULTS) | set(MINIMIZERS) | {"closed_form"}
     assert set(TABLE) == exported == set(OPTIMIZERS)
     for name, (kind, _) in TABLE.items():
         assert (kind == "first_order") == (name in FIRST_ORDER_DEFAULTS)
-        assert (kind == "second_order") == (name in second_order.NAMES)
+        assert (kind == "second_order") == (name in MINIMIZERS)
 
 
 # docs/optimizers.md's defaults column, written out by hand (not derived from any table in the code)
@@ -127,7 +129,7 @@ def test_spec_defaults_agree_with_the_spec_reference() -> None:
         assert {k: offered[k] for k in table} == table, name
         if name in FIRST_ORDER_DEFAULTS:
             assert FIRST_ORDER_DEFAULTS[name] == table, name
-        if name in second_order.NAMES:
+        if name in MINIMIZERS:
             assert {k: second_order.DEFAULTS[name][k] for k in offered} == offered, name
             assert {k: v for k, v in validate_hyper(name, {}).items() if k in table} == table
 
@@ -314,7 +316,7 @@ def test_closed_form_reaches_the_least_squares_minimum(xp: ModuleType) -> None:
     assert final <= curve(iterative)[-1] * (1 + 1e-9)
 
 
-@pytest.mark.parametrize("name", second_order.NAMES)
+@pytest.mark.parametrize("name", MINIMIZERS)
 def test_line_search_methods_never_raise_the_loss(xp: ModuleType, name: str) -> None:
     # Given: full batch, no penalty (train_loss is then the objective), a point per step
     tr = trainer_for(name, TABLE[name][1], xp, epochs=15, log_every=1)
@@ -375,7 +377,7 @@ def test_first_order_state_round_trips_through_a_checkpoint(xp: ModuleType,
     np.testing.assert_array_equal(to_numpy(p), to_numpy(q))
 
 
-@pytest.mark.parametrize("name", second_order.NAMES)
+@pytest.mark.parametrize("name", MINIMIZERS)
 def test_minimizer_state_round_trips_through_a_checkpoint(xp: ModuleType, name: str) -> None:
     theta0, grad_np = logistic_problem()
 

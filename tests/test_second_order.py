@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import scipy.optimize
 from _backends import xp_fixture
+from gradq.nn import registry
 from gradq.nn.backend import to_numpy
 from gradq.nn.linesearch import strong_wolfe
 from gradq.nn.second_order import (
     DEFAULTS,
-    NAMES,
     make_minimizer,
     validate_hyper,
 )
 
 xp = xp_fixture()
+NAMES = registry.names("second_order")  # every minimizer the registry declares
 
 # What is under test: each minimizer and the scipy.optimize method it is measured against.
 SCIPY_METHOD = {

@@ -163,7 +163,7 @@ def arm_points(arm: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [first] + [{**first, k: x} for k, v in options.items() for x in v[1:]]
 
 
-DEFAULT_LR_DECADES = 2  # a default space spans this many decades either side of the lr
+DEFAULT_LR_SCALE = 100.0  # a default space spans two decades either side of the lr
 
 
 def _default_lr_spaces(optimizers: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
@@ -174,12 +174,12 @@ def _default_lr_spaces(optimizers: list[dict[str, Any]]) -> list[tuple[str, str,
     second order) stay as they are. Returns the spaces as ``tuned`` entries."""
     tuned = []
     for i, arm in enumerate(optimizers):
-        entry = registry.get(arm["name"])
-        lr = arm.get("lr", entry.defaults.get("lr"))
-        if entry.kind != "first_order" or not isinstance(lr, (int, float)) or lr <= 0:
+        defaults = registry.get(arm["name"]).defaults
+        if "lr" not in defaults:  # closed form and second order: nothing to search
             continue
-        scale = 10.0 ** DEFAULT_LR_DECADES
-        arm["lr"] = check_space({"loguniform": [lr / scale, lr * scale]}, "lr")
+        lr = arm.get("lr", defaults["lr"])  # validated: a positive number (no grid here)
+        arm["lr"] = check_space({"loguniform": [lr / DEFAULT_LR_SCALE, lr * DEFAULT_LR_SCALE]},
+                                "lr")
         tuned.append((f"compare.optimizers[{i}]", "lr", arm["lr"]))
     return tuned
 

@@ -33,6 +33,8 @@ from .kinds import (
 from .optimizers import _SCHEDULE, _Arms, _Optimizer, _OptimizerName, kind_of
 from .schema import _SCHEMA, DESCRIPTIONS
 from .spaces import DISTRIBUTIONS
+from .suite import DESCRIPTIONS as SUITE_DESCRIPTIONS
+from .suite import TOP_KEYS as SUITE_TOP_KEYS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # PyYAML (YAML 1.1) reads `lr: 1e-3` as the string "1e-3"; validation accepts exactly that
@@ -176,26 +178,20 @@ def _suite(main: dict[str, Any]) -> dict[str, Any]:
                     "spec": workload_spec,
                     "metric": {"type": "string", "minLength": 1},
                     "target": {"anyOf": [{"type": "number"}, {"const": "auto"}],
-                               "description": "a value of the metric, or auto (the median "
-                                              "final metric of a reference comparison's "
-                                              "best arm)"},
-                    "reference": {**compare["optimizers"],
-                                  "description": "with target: auto, the optimizers of the "
-                                                 "reference comparison"}}}
+                               "description": SUITE_DESCRIPTIONS["suite.workloads[].target"]},
+                    "reference": {
+                        **compare["optimizers"],
+                        "description": SUITE_DESCRIPTIONS["suite.workloads[].reference"]}}}
     suite = {"type": "object", "required": ["workloads"], "additionalProperties": False,
              "properties": {
                  "workloads": {"anyOf": [{"enum": sorted(BUILTIN_SUITES)},
                                          {"type": "array", "minItems": 1, "items": workload}],
-                               "description": "a built-in suite's name, or a list of "
-                                              "workloads {name, spec, metric, target}"},
+                               "description": SUITE_DESCRIPTIONS["suite.workloads"]},
                  "optimizers": compare["optimizers"], "search": compare["search"],
                  "seeds": compare["seeds"], "tune_seeds": compare["tune_seeds"],
                  "budget": {"enum": list(BUDGETS), "default": "steps"},
                  "r_max": {"type": "number", "exclusiveMinimum": 1, "default": 4}}}
     return suite
-
-
-SUITE_TOP_KEYS = ("name", "kind", "seed", "dtype", "device", "suite")
 
 
 def json_schema() -> dict[str, Any]:
@@ -206,8 +202,7 @@ def json_schema() -> dict[str, Any]:
     out = kind_schema(_SCHEMA)
     props = out["properties"]
     props["kind"] = {**props["kind"], "enum": [*props["kind"]["enum"], "suite"]}
-    props["suite"] = {**_suite(out), "description": "kind: suite only: optimizers judged "
-                                                    "across workloads (docs/suites.md)"}
+    props["suite"] = {**_suite(out), "description": SUITE_DESCRIPTIONS["suite"]}
     required = out.pop("required")
     return {"$schema": DRAFT, "title": "gradq job spec",
             "description": "A gradq job spec (docs/spec.md). Generated from "

@@ -130,39 +130,32 @@ def _optimizers() -> str:
 
 
 def _suite_section() -> str:
-    """``kind: suite``'s keys (validated by ``suite.py``, not the schema's sections)."""
+    """``kind: suite``'s keys (validated by ``suite.py``, not the schema's sections): one row
+    per key of ``SUITE_KEYS`` and ``WORKLOAD_KEYS``, meanings from ``suite.DESCRIPTIONS``."""
     from gradq.service.experiments.workloads import BUILTIN_SUITES
 
-    from .suite import BUDGETS, DEFAULTS, TOP_KEYS
+    from .suite import BUDGETS, DEFAULTS, DESCRIPTIONS, SUITE_KEYS, TOP_KEYS, WORKLOAD_KEYS
 
-    d = {k: _value(v) for k, v in DEFAULTS.items()}
-    rows = [
-        ("suite.workloads", f"one of {', '.join(sorted(BUILTIN_SUITES))}, or a list of "
-         "workloads", "required", "a built-in suite's name, or your own workloads"),
-        ("suite.workloads[].name", "a string", "required", "unique within the suite"),
-        ("suite.workloads[].spec", "a mapping of data, model, regularization, optimizer, "
-         "training", "required", "the workload: a train spec's sections"),
-        ("suite.workloads[].metric", "a metric the workload logs", "required",
-         "e.g. val_loss or val_accuracy: what time to target and the final figures read"),
-        ("suite.workloads[].target", "a number, or auto", "required",
-         "the metric's target; auto: the median final metric of the best arm of a "
-         "reference comparison run first"),
-        ("suite.workloads[].reference", "null or a list as compare.optimizers", "`null`",
-         "with target: auto, the reference comparison's optimizers (default: the suite's, "
-         "each at its given settings, unsearched)"),
-        ("suite.optimizers", "null or a non-empty list as compare.optimizers", d["optimizers"],
-         "the optimizers judged, with search spaces allowed (null: compare.optimizers' "
-         "default)"),
-        ("suite.search", "null or a mapping as compare.search", d["search"],
-         "the search run per optimizer on every workload"),
-        ("suite.seeds", "an integer >= 1", d["seeds"], "evaluation seeds per arm and workload"),
-        ("suite.tune_seeds", "an integer >= 1", d["tune_seeds"], "as compare.tune_seeds"),
-        ("suite.budget", f"one of {', '.join(BUDGETS)}", d["budget"],
-         "what time to target is counted in for the profiles"),
-        ("suite.r_max", "a number > 1", d["r_max"],
-         "the performance profile's range, τ in [1, r_max]"),
-    ]
-    body = "\n".join(f"| `{k}` | {_cell(t)} | {v} | {_cell(m)} |" for k, t, v, m in rows)
+    types = {
+        "workloads": f"one of {', '.join(sorted(BUILTIN_SUITES))}, or a list of workloads",
+        "workloads[].name": "a string",
+        "workloads[].spec": "a mapping of data, model, regularization, optimizer, training",
+        "workloads[].metric": "a metric the workload logs",
+        "workloads[].target": "a number, or auto",
+        "workloads[].reference": "null or a list as compare.optimizers",
+        "optimizers": "null or a non-empty list as compare.optimizers",
+        "search": "null or a mapping as compare.search",
+        "seeds": "an integer >= 1",
+        "tune_seeds": "an integer >= 1",
+        "budget": f"one of {', '.join(BUDGETS)}",
+        "r_max": "a number > 1",
+    }
+    keys = ["workloads", *(f"workloads[].{k}" for k in WORKLOAD_KEYS), *SUITE_KEYS[1:]]
+    default = {**{k: _value(v) for k, v in DEFAULTS.items()}, "workloads": "required",
+               **{f"workloads[].{k}": "required" for k in WORKLOAD_KEYS},
+               "workloads[].reference": _value(None)}
+    body = "\n".join(f"| `suite.{k}` | {_cell(types[k])} | {default[k]} | "
+                     f"{_cell(DESCRIPTIONS[f'suite.{k}'])} |" for k in keys)
     return (f"## `suite`\n\nKind suite only: optimizers judged across workloads, each "
             f"workload one comparison (docs/suites.md). A suite spec has the top-level keys "
             f"{', '.join(f'`{k}`' for k in TOP_KEYS)} and no others.\n\n"

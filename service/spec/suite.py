@@ -30,6 +30,30 @@ REFERENCE_SEED_OFFSET = 1000  # the reference comparison's seeds start here past
 DEFAULTS: dict[str, Any] = {"optimizers": None, "search": None, "seeds": 5, "tune_seeds": 1,
                             "budget": "steps", "r_max": 4.0}
 
+# What each key of a suite spec means: docs/spec.md's suite table and the JSON Schema's
+# descriptions read these (a key without one fails the reference's generation).
+DESCRIPTIONS: dict[str, str] = {
+    "suite": "kind: suite only: optimizers judged across workloads (docs/suites.md)",
+    "suite.workloads": "a built-in suite's name, or a list of workloads {name, spec, metric, "
+                       "target}",
+    "suite.workloads[].name": "unique within the suite",
+    "suite.workloads[].spec": "the workload: a train spec's sections",
+    "suite.workloads[].metric": "e.g. val_loss or val_accuracy: what time to target and the "
+                                "final figures read",
+    "suite.workloads[].target": "a value of the metric, or auto (the median final metric of a "
+                                "reference comparison's best arm)",
+    "suite.workloads[].reference": "with target: auto, the optimizers of the reference "
+                                   "comparison (default: the suite's, each at its given "
+                                   "settings, unsearched)",
+    "suite.optimizers": "the optimizers judged, with search spaces allowed (null: "
+                        "compare.optimizers' default)",
+    "suite.search": "the search run per optimizer on every workload",
+    "suite.seeds": "evaluation seeds per arm and workload",
+    "suite.tune_seeds": "as compare.tune_seeds",
+    "suite.budget": "what time to target is counted in for the profiles",
+    "suite.r_max": "the performance profile's range, τ in [1, r_max]",
+}
+
 Validate = Callable[..., dict[str, Any]]
 
 

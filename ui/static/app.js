@@ -121,6 +121,11 @@ class Chart {
   }
 }
 
+// An axis that counts trials: up to 12 of them, a tick at each whole trial (none at 1.5).
+function wholeTicks(layout, count) {
+  if (count <= 12) layout.xaxis.dtick = 1;
+}
+
 // A line and a band take a user's label (`name`) as written; plotly gets it through plain().
 // A series of one point (a bagging ensemble's final figures) is drawn as a marker.
 function line(name, xs, ys, color, extra) {
@@ -279,7 +284,7 @@ async function compareCharts(container) {
     if (searched.length) {
       const most = Math.max(...searched.map(a => a.search.expected_best.length));
       charts.best ||= new Chart(container, "expected-best", "expected best validation metric of k trials",
-                                {xTitle: "trials k", layout: l => { if (most <= 12) l.xaxis.dtick = 1; }});
+                                {xTitle: "trials k", layout: l => wholeTicks(l, most)});
       charts.best.draw(searched.map(a => {
         const name = a.label || a.optimizer;
         const ys = a.search.expected_best;
@@ -323,7 +328,7 @@ async function suiteCharts(container) {
       win ||= new Chart(container, "suite-win", "probability of being best against trials per arm",
         {xTitle: "trials k", layout: l => {
           l.yaxis.range = [-0.02, 1.02];
-          if (rep.win_probability.k.length <= 12) l.xaxis.dtick = 1;  // whole trials only
+          wholeTicks(l, rep.win_probability.k.length);
         }});
       win.draw(labels.map((a, i) => line(a, rep.win_probability.k, rep.win_probability[a], color(i),
                                           {mode: "lines+markers"})), ctl);
