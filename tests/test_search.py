@@ -368,6 +368,24 @@ def test_a_worker_killed_during_a_search_loses_no_trial_and_changes_no_choice(
 
 
 # -------------------------------------------------------------- bad spaces
+def test_a_search_over_plain_names_prints_the_space_it_searched(
+        tmp_path: Path, gradq_home: Path) -> None:
+    # Given a searched comparison whose optimizers are named plainly
+    from _cli import invoke
+
+    path = write_spec(tmp_path, {
+        "kind": "compare", "data": {"dataset": "iris"}, "model": {"hidden": [4]},
+        "training": {"epochs": 2},
+        "compare": {"optimizers": ["sgd", "lbfgs"], "seeds": 2, "search": {"trials": 2}}})
+    code, out, _ = invoke("run", path)
+    # Then gradq run trains it and its report names the lr space that sgd searched, and
+    # lbfgs as it was named
+    assert code == 0
+    assert "search sgd(lr~loguniform[0.0001, 1]): random over lr ~ loguniform[0.0001, 1.0];" \
+        in out
+    assert "\nlbfgs " in out and "search lbfgs" not in out
+
+
 def test_optimizers_named_without_a_space_search_their_lr_by_default() -> None:
     # Given a search over optimizers named plainly, one with its own lr, and one without an lr
     from gradq.service.spec import validate
