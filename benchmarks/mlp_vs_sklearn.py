@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                / medians["sklearn"],
     }
     if os.environ.get("OUT"):
-        _common.report("mlp_vs_sklearn", {"benchmark": "mlp_vs_sklearn", "quick": args.quick,
-                                          **result, "machine": _common.machine()})
+        _common.report("mlp_vs_sklearn", {  # the shared machine fields beside this script's
+            "benchmark": "mlp_vs_sklearn", "quick": args.quick, **result,
+            "machine": {**result["machine"], **_common.machine()}})
     if args.json:
         print(json.dumps(result, indent=2))
         return result
